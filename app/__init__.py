@@ -1,0 +1,1 @@
+"""ILPS task manager."""

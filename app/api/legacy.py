@@ -1,0 +1,80 @@
+"""The routes the ILPS gateway calls today (CONTRACTS §1): paths, methods and shapes kept."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Form
+
+from app.api.deps import SessionDep, SettingsDep
+from app.api.schemas import (
+    ErrorResponse,
+    LegacyCreatedResponse,
+    LegacyTaskDetail,
+    LegacyTaskSummary,
+    LegacyUserRequest,
+)
+from app.api.uploads import (
+    FileField,
+    IdempotencyKeyHeader,
+    TextIdField,
+    TitleField,
+    read_upload,
+    require_multipart,
+)
+from app.tasks import service
+
+router = APIRouter(tags=["legacy"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such task for this user."}
+}
+UserBody = Annotated[LegacyUserRequest, Body()]
+
+
+@router.post(
+    "/transcribe",
+    response_model=LegacyCreatedResponse,
+    summary="Upload a recording (legacy)",
+    dependencies=[Depends(require_multipart)],
+    responses={
+        409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
+        413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
+        415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
+    },
+)
+async def transcribe(
+    session: SessionDep,
+    settings: SettingsDep,
+    file: FileField,
+    title: TitleField,
+    user_id: Annotated[uuid.UUID, Form(examples=["3f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10"])],
+    text_id: TextIdField,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> LegacyCreatedResponse:
+    """Store the task with its audio (status `created`); the pipeline processes it."""
+    new = await read_upload(settings, user_id=user_id, text_id=text_id, title=title, file=file)
+    created = await service.create_task(session, new, idempotency_key=idempotency_key)
+    return LegacyCreatedResponse(id=created.task.id)
+
+
+@router.post(
+    "/",
+    response_model=list[LegacyTaskSummary],
+    summary="List the user's tasks, newest first (legacy)",
+)
+async def list_tasks(session: SessionDep, body: UserBody) -> list[LegacyTaskSummary]:
+    tasks = await service.list_all_tasks(session, body.user_id)
+    return [LegacyTaskSummary.model_validate(task) for task in tasks]
+
+
+@router.post(
+    "/{task_id}",
+    response_model=LegacyTaskDetail,
+    summary="Read one task (legacy)",
+    responses=NOT_FOUND,
+)
+async def read_task(session: SessionDep, task_id: uuid.UUID, body: UserBody) -> LegacyTaskDetail:
+    task = await service.get_task(session, body.user_id, task_id)
+    return LegacyTaskDetail.model_validate(task)

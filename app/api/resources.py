@@ -1,0 +1,97 @@
+"""The resource routes for new clients: `/tasks`, the caller identified by `X-User-Id`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from app.api.deps import SessionDep, SettingsDep, UserIdDep
+from app.api.schemas import ErrorResponse, TaskPageResponse, TaskResource, TaskSummary
+from app.api.uploads import (
+    FileField,
+    IdempotencyKeyHeader,
+    TextIdField,
+    TitleField,
+    read_upload,
+    require_multipart,
+)
+from app.tasks import service
+from app.tasks.status import TaskStatus
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such task for this user."}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskResource,
+    summary="Upload a recording",
+    dependencies=[Depends(require_multipart)],
+    responses={
+        200: {"model": TaskResource, "description": "A repeat of an earlier Idempotency-Key."},
+        409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
+        413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
+        415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
+    },
+)
+async def create_task(
+    session: SessionDep,
+    settings: SettingsDep,
+    user_id: UserIdDep,
+    response: Response,
+    file: FileField,
+    title: TitleField,
+    text_id: TextIdField,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> TaskResource:
+    """Store the task with its audio; `Location` names the new resource."""
+    new = await read_upload(settings, user_id=user_id, text_id=text_id, title=title, file=file)
+    created = await service.create_task(session, new, idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/tasks/{created.task.id}"
+    if created.replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return TaskResource.model_validate(created.task)
+
+
+@router.get(
+    "",
+    response_model=TaskPageResponse,
+    summary="List the caller's tasks, newest first",
+    responses={400: {"model": ErrorResponse, "description": "The cursor is not valid."}},
+)
+async def list_tasks(
+    session: SessionDep,
+    user_id: UserIdDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    ] = None,
+    status_filter: Annotated[
+        TaskStatus | None, Query(alias="status", description="Only tasks in this status.")
+    ] = None,
+) -> TaskPageResponse:
+    page = await service.list_tasks_page(
+        session, user_id, limit=limit, cursor=cursor, status=status_filter
+    )
+    return TaskPageResponse(
+        items=[TaskSummary.model_validate(task) for task in page.tasks],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskResource,
+    summary="Read one task",
+    responses=NOT_FOUND,
+)
+async def read_task(session: SessionDep, user_id: UserIdDep, task_id: uuid.UUID) -> TaskResource:
+    task = await service.get_task(session, user_id, task_id)
+    return TaskResource.model_validate(task)

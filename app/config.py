@@ -1,0 +1,134 @@
+"""Service configuration: the variables operators already use (CONTRACTS §3) plus new ones.
+
+Everything is read from the environment or a `.env` file with the `MANAGER_` prefix.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StageName = Literal["preprocessing", "transcribing", "feedback"]
+STAGES: tuple[StageName, ...] = ("preprocessing", "transcribing", "feedback")
+
+
+class ConfigurationError(Exception):
+    """Start-up configuration is unusable; the message is one line naming the variable(s)."""
+
+
+class DownstreamService(BaseModel):
+    """Where one audio service lives and how hard we may lean on it."""
+
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Literal["http", "https"] = "http"
+    timeout: float = Field(default=30.0, gt=0, description="Seconds for one call.")
+    concurrency: int = Field(default=4, ge=1, description="Calls in flight per process.")
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.protocol}://{self.host}:{self.port}"
+
+
+class PreprocessingService(DownstreamService):
+    timeout: float = Field(default=60.0, gt=0)
+
+
+class TranscribingService(DownstreamService):
+    # A neural network on the CPU, one request at a time per worker: slow and easily flooded.
+    timeout: float = Field(default=300.0, gt=0)
+    concurrency: int = Field(default=1, ge=1)
+
+
+class FeedbackService(DownstreamService):
+    pass
+
+
+class Settings(BaseSettings):
+    """All settings of one process. Build it once in `start.py` or a test and pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MANAGER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="_",
+        env_nested_max_split=2,
+        extra="ignore",
+    )
+
+    debug_mode: bool = True
+    service_name: str = "ilps-service-task-manager"
+    host: str = "0.0.0.0"
+    port: int = Field(default=8064, ge=1, le=65535)
+
+    db_postgres_password: SecretStr | None = None
+    db_postgres_host: str | None = None
+    db_postgres_user: str = "service_task_manager"
+    db_postgres_name: str = "tasks"
+    db_postgres_port: int = Field(default=5432, ge=1, le=65535)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_embedded_data_dir: Path = Path(".data/postgres")
+
+    service_preprocessing: PreprocessingService = Field(default_factory=PreprocessingService)
+    service_transcribing: TranscribingService = Field(default_factory=TranscribingService)
+    service_feedback: FeedbackService = Field(default_factory=FeedbackService)
+
+    max_upload_mb: float = Field(default=25, gt=0)
+
+    @cached_property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return not self.db_postgres_host
+
+    def service(self, stage: StageName) -> DownstreamService:
+        """The downstream service configuration of a pipeline stage."""
+        service: DownstreamService = getattr(self, f"service_{stage}")
+        return service
+
+    def check_required(self) -> None:
+        """Refuse to start when a required value is missing (CONTRACTS §3).
+
+        In debug mode a missing database host means "embedded PostgreSQL", so only the
+        production setup requires the full set.
+        """
+        missing: list[str] = []
+        if not self.db_postgres_host:
+            if not self.debug_mode:
+                missing.append("MANAGER_DB_POSTGRES_HOST")
+        elif self.db_postgres_password is None:
+            missing.append("MANAGER_DB_POSTGRES_PASSWORD")
+        for stage in STAGES:
+            service = self.service(stage)
+            # In debug mode an unconfigured stage is served by the in-process sandbox.
+            if service.host is None and self.debug_mode:
+                continue
+            prefix = f"MANAGER_SERVICE_{stage.upper()}"
+            if service.host is None:
+                missing.append(f"{prefix}_HOST")
+            if service.port is None:
+                missing.append(f"{prefix}_PORT")
+        if missing:
+            raise ConfigurationError(
+                "missing required setting(s): " + ", ".join(missing) + " (see .env.example)"
+            )
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning pydantic's report into a one-line `ConfigurationError`."""
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"MANAGER_{'_'.join(str(part) for part in issue['loc']).upper()}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise ConfigurationError(f"invalid setting(s): {problems}") from None
+    settings.check_required()
+    return settings

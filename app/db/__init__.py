@@ -1,0 +1,1 @@
+"""PostgreSQL: engine, models, migrations and the embedded server."""

@@ -1,0 +1,38 @@
+"""Apply the Alembic migrations from code (start-up, tests) with the same scripts as the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(url: URL | None = None) -> Config:
+    """The project's `alembic.ini`, optionally pointed at another database."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    if url is not None:
+        # Escape '%' because the value goes through ConfigParser interpolation.
+        rendered = url.render_as_string(hide_password=False).replace("%", "%%")
+        config.set_main_option("sqlalchemy.url", rendered)
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration in the repository."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def upgrade_to_head(url: URL) -> None:
+    """`alembic upgrade head` against `url`; Alembic's async env runs its own loop, so thread it."""
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+
+
+async def downgrade_to_base(url: URL) -> None:
+    await asyncio.to_thread(command.downgrade, alembic_config(url), "base")

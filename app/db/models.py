@@ -1,0 +1,127 @@
+"""ORM models: a task, its audio (upload and stage artefacts) and its status history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base
+from app.tasks.status import TaskStatus
+
+DEFAULT_TITLE = "Упражнение"
+TITLE_MAX_LENGTH = 50
+_STATUS_VALUES = ", ".join(f"'{status.value}'" for status in TaskStatus)
+_TERMINAL_SQL = "status NOT IN ('completed', 'failed')"
+
+
+class Task(Base):
+    """One assessment request. The row is also the pipeline's job (lease + run_after)."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    text_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    title: Mapped[str] = mapped_column(
+        String(TITLE_MAX_LENGTH), server_default=text(f"'{DEFAULT_TITLE}'")
+    )
+    status: Mapped[str] = mapped_column(String(16), server_default=TaskStatus.CREATED.value)
+    result: Mapped[str | None] = mapped_column(Text)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    mistakes: Mapped[list[Any] | None] = mapped_column(JSONB)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # A retried upload carries the same key: the first task is returned, not duplicated.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    # Pipeline bookkeeping: who works on the task until when, and not before when.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    stage_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_event_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status_known"),
+        CheckConstraint("accuracy >= 0 AND accuracy <= 100", name="accuracy_range"),
+        CheckConstraint("char_length(title) > 0", name="title_not_empty"),
+        # "This user's tasks, newest first" with a stable tie-break for cursor pagination.
+        Index("ix_tasks_user_created", "user_id", text("created_at DESC"), text("id DESC")),
+        Index(
+            "uq_tasks_user_idempotency_key",
+            "user_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        # The workers' queue: only unfinished tasks, oldest first.
+        Index(
+            "ix_tasks_unfinished",
+            "created_at",
+            "id",
+            postgresql_where=text(_TERMINAL_SQL),
+        ),
+    )
+
+
+class TaskAudio(Base):
+    """Audio belonging to a task: the upload, and the preprocessed WAV once it exists."""
+
+    __tablename__ = "task_audio"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('upload', 'preprocessed')", name="kind_known"),
+        CheckConstraint("size > 0", name="not_empty"),
+    )
+
+
+class TaskEvent(Base):
+    """Append-only history: every status transition and every retry, numbered per task."""
+
+    __tablename__ = "task_events"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str | None] = mapped_column(String(16))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("kind IN ('status', 'retry')", name="kind_known"),)

@@ -1,0 +1,78 @@
+"""The application factory: routers, middleware and a lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import URL
+
+from app.api import health, legacy, resources
+from app.api.body_limit import UploadSizeLimit
+from app.api.errors import install_error_handlers
+from app.config import Settings, load_settings
+from app.db.embedded import start_embedded_postgres
+from app.db.engine import create_database
+from app.db.migrations import upgrade_to_head
+from app.db.url import configured_database_url
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Stores learners' recordings of a read text and runs each through preprocessing,
+transcription and feedback, ending in a pronunciation assessment.
+
+* **legacy** routes are those the ILPS gateway calls today (user id in the body);
+* **tasks** routes are for new clients (user id in the `X-User-Id` header).
+"""
+
+
+async def _database_url(settings: Settings, stack: AsyncExitStack) -> URL:
+    """The configured server, or an embedded one (debug mode, no host) migrated to head."""
+    if not settings.uses_embedded_database:
+        return configured_database_url(settings)
+    embedded = await asyncio.to_thread(
+        start_embedded_postgres, settings.db_embedded_data_dir, settings.db_postgres_name
+    )
+    stack.callback(embedded.stop)
+    await upgrade_to_head(embedded.url)
+    return embedded.url
+
+
+def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            url = database_url or await _database_url(settings, stack)
+            database = create_database(
+                url, pool_size=settings.db_pool_size, application_name=settings.service_name
+            )
+            stack.push_async_callback(database.dispose)
+            app.state.runtime = Runtime(settings=settings, database=database)
+            yield
+
+    app = FastAPI(
+        title="ILPS task manager",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        license_info={"name": "GPL-3.0-only", "identifier": "GPL-3.0-only"},
+    )
+    app.add_middleware(UploadSizeLimit, max_upload_mb=settings.max_upload_mb)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    # /tasks before the legacy catch-all POST /{task_id}.
+    app.include_router(resources.router)
+    app.include_router(legacy.router)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """For `uvicorn --factory app.main:create_app_from_environment`."""
+    return create_app(load_settings())

@@ -1,0 +1,1 @@
+"""The task service layer: creating, reading and deleting tasks, and their history."""

@@ -1,0 +1,154 @@
+"""The task service: what callers can do with tasks. Routers call this; it never speaks HTTP.
+
+Each function runs inside the caller's unit of work (one session, one transaction) and
+only flushes; the request dependency commits, so a task and its audio land together.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Task
+from app.tasks import repository
+from app.tasks.errors import IdempotencyConflict, InvalidCursor, TaskNotFound
+from app.tasks.history import EventRecord, append_event
+from app.tasks.repository import PageCursor
+from app.tasks.status import TaskStatus
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A validated upload."""
+
+    user_id: uuid.UUID
+    text_id: uuid.UUID
+    title: str
+    audio: bytes
+    filename: str | None
+    content_type: str | None
+
+    def fingerprint(self) -> str:
+        """What makes two uploads "the same request" for idempotency."""
+        digest = hashlib.sha256()
+        for part in (str(self.text_id), self.title, self.filename or ""):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        digest.update(hashlib.sha256(self.audio).digest())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    task: Task
+    replayed: bool  # True when an Idempotency-Key repeat returned the first task
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+async def create_task(
+    session: AsyncSession, new: NewTask, *, idempotency_key: str | None = None
+) -> CreatedTask:
+    """Store the task, its audio and its `created` event in the current transaction."""
+    fingerprint = new.fingerprint() if idempotency_key else None
+    if idempotency_key:
+        existing = await repository.find_by_idempotency_key(session, new.user_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint)
+    task = await repository.insert_task(
+        session,
+        user_id=new.user_id,
+        text_id=new.text_id,
+        title=new.title,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    if task is None:
+        # A concurrent retry with the same key won the insert; answer with its task.
+        assert idempotency_key is not None
+        existing = await repository.find_by_idempotency_key(session, new.user_id, idempotency_key)
+        if existing is None:  # pragma: no cover - the winner rolled back; let the client retry
+            raise IdempotencyConflict("A request with this Idempotency-Key is in progress.")
+        return _replay(existing, fingerprint)
+    await repository.insert_audio(
+        session,
+        task.id,
+        kind="upload",
+        content=new.audio,
+        filename=new.filename,
+        content_type=new.content_type,
+    )
+    await append_event(session, task.id, EventRecord(kind="status", status=TaskStatus.CREATED))
+    return CreatedTask(task=task, replayed=False)
+
+
+def _replay(existing: Task, fingerprint: str | None) -> CreatedTask:
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return CreatedTask(task=existing, replayed=True)
+
+
+async def get_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    """The user's task, or `TaskNotFound` (also for another user's task)."""
+    task = await repository.get_user_task(session, user_id, task_id)
+    if task is None:
+        raise TaskNotFound()
+    return task
+
+
+async def list_all_tasks(session: AsyncSession, user_id: uuid.UUID) -> list[Task]:
+    """Every task of the user, newest first (the legacy list has no pagination)."""
+    return await repository.list_user_tasks(session, user_id, limit=None)
+
+
+async def list_tasks_page(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: TaskStatus | None = None,
+) -> TaskPage:
+    """One page of the user's tasks, newest first, continuing after `cursor`."""
+    after = decode_cursor(cursor) if cursor else None
+    rows = await repository.list_user_tasks(
+        session, user_id, limit=limit + 1, after=after, status=status
+    )
+    tasks = rows[:limit]
+    has_more = len(rows) > limit
+    next_cursor = (
+        encode_cursor(PageCursor(tasks[-1].created_at, tasks[-1].id)) if has_more else None
+    )
+    return TaskPage(tasks=tasks, next_cursor=next_cursor)
+
+
+async def delete_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID) -> None:
+    """Remove the task with its audio and history; a worker holding it stops on its next write."""
+    if not await repository.delete_user_task(session, user_id, task_id):
+        raise TaskNotFound()
+
+
+def encode_cursor(cursor: PageCursor) -> str:
+    raw = f"{cursor.created_at.isoformat()}|{cursor.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> PageCursor:
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        created_at, _, task_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+        cursor = PageCursor(datetime.fromisoformat(created_at), uuid.UUID(task_id))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor() from None
+    if cursor.created_at.tzinfo is None:
+        raise InvalidCursor()
+    return cursor

@@ -1,0 +1,48 @@
+"""Building requests the way the gateway and the mobile app send them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+PCM_SAMPLE = b"\x01\x00\x02\x00" * 2048  # a few milliseconds of s16le stereo
+
+
+async def legacy_upload(
+    client: httpx.AsyncClient,
+    user_id: uuid.UUID,
+    *,
+    title: str = "Please call Stella",
+    text_id: uuid.UUID | None = None,
+    audio: bytes = PCM_SAMPLE,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    return await client.post(
+        "/transcribe",
+        data={"title": title, "user_id": str(user_id), "text_id": str(text_id or uuid.uuid4())},
+        files={"file": ("recording.pcm", audio, "application/octet-stream")},
+        headers=headers,
+    )
+
+
+async def resource_upload(
+    client: httpx.AsyncClient,
+    user_id: uuid.UUID,
+    *,
+    title: str = "Please call Stella",
+    text_id: uuid.UUID | None = None,
+    audio: bytes = PCM_SAMPLE,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    return await client.post(
+        "/tasks",
+        data={"title": title, "text_id": str(text_id or uuid.uuid4())},
+        files={"file": ("recording.pcm", audio, "application/octet-stream")},
+        headers={"X-User-Id": str(user_id), **(headers or {})},
+    )
+
+
+def user_body(user_id: uuid.UUID) -> dict[str, Any]:
+    return {"user_id": str(user_id)}

@@ -1,0 +1,189 @@
+"""Every bad upload gets a clear 4xx JSON error and leaves nothing behind."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from tests.api.helpers import PCM_SAMPLE
+from tests.conftest import count_rows, make_settings
+
+USER = str(uuid.uuid4())
+TEXT = str(uuid.uuid4())
+GOOD_FORM = {"title": "Stella", "user_id": USER, "text_id": TEXT}
+GOOD_FILE = ("recording.pcm", PCM_SAMPLE, "application/octet-stream")
+
+
+def without(form: dict[str, str], field: str) -> dict[str, str]:
+    return {key: value for key, value in form.items() if key != field}
+
+
+BAD_UPLOADS: dict[str, dict[str, Any]] = {
+    # A text part keeps the body multipart, so only the file is missing.
+    "missing file": {"data": GOOD_FORM, "files": {"note": (None, "x")}, "field": "file"},
+    "empty file": {
+        "data": GOOD_FORM,
+        "files": {"file": ("a.pcm", b"", "application/octet-stream")},
+        "message": "empty",
+    },
+    "missing title": {"data": without(GOOD_FORM, "title"), "field": "title"},
+    "empty title": {"data": {**GOOD_FORM, "title": ""}, "field": "title"},
+    "blank title": {"data": {**GOOD_FORM, "title": "   "}, "message": "blank"},
+    "title over 50 characters": {"data": {**GOOD_FORM, "title": "я" * 51}, "field": "title"},
+    "malformed text_id": {"data": {**GOOD_FORM, "text_id": "nope"}, "field": "text_id"},
+    "missing text_id": {"data": without(GOOD_FORM, "text_id"), "field": "text_id"},
+}
+LEGACY_ONLY: dict[str, dict[str, Any]] = {
+    "malformed user_id": {"data": {**GOOD_FORM, "user_id": "123"}, "field": "user_id"},
+    "missing user_id": {"data": without(GOOD_FORM, "user_id"), "field": "user_id"},
+}
+
+
+async def post_legacy(client: httpx.AsyncClient, **kwargs: Any) -> httpx.Response:
+    return await client.post("/transcribe", **kwargs)
+
+
+async def post_resource(client: httpx.AsyncClient, **kwargs: Any) -> httpx.Response:
+    data = {k: v for k, v in (kwargs.pop("data", None) or {}).items() if k != "user_id"}
+    return await client.post("/tasks", data=data, headers={"X-User-Id": USER}, **kwargs)
+
+
+Poster = Callable[..., Awaitable[httpx.Response]]
+ROUTES = {"legacy": post_legacy, "resource": post_resource}
+
+
+def assert_clear_error(response: httpx.Response, case: dict[str, Any]) -> None:
+    assert 400 <= response.status_code < 500, response.text
+    detail = response.json()["detail"]
+    if "field" in case:
+        assert response.status_code == 422
+        assert any(case["field"] in error["loc"] for error in detail), detail
+    if "message" in case:
+        assert case["message"] in detail
+
+
+CASES = [(route, name) for route in ROUTES for name in BAD_UPLOADS] + [
+    ("legacy", name)
+    for name in LEGACY_ONLY  # the resource route takes X-User-Id instead
+]
+
+
+@pytest.mark.parametrize(("route", "case_name"), CASES)
+async def test_bad_upload_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, engine: AsyncEngine, route: str, case_name: str
+) -> None:
+    case = {**BAD_UPLOADS, **LEGACY_ONLY}[case_name]
+    files = case.get("files", {"file": GOOD_FILE})
+
+    response = await ROUTES[route](client, data=case["data"], files=files)
+
+    assert_clear_error(response, case)
+    assert await count_rows(engine, "tasks") == 0
+    assert await count_rows(engine, "task_audio") == 0
+
+
+@pytest.mark.parametrize("route", ["/transcribe", "/tasks"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("application/json", b'{"title": "x"}'), ("text/plain", b"hello"), (None, b"")],
+)
+async def test_a_body_that_is_not_multipart_is_415(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    route: str,
+    content_type: str | None,
+    body: bytes,
+) -> None:
+    headers = {"X-User-Id": USER}
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = await client.post(route, content=body, headers=headers)
+
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["detail"]
+    assert await count_rows(engine, "tasks") == 0
+
+
+async def test_a_malformed_multipart_body_is_a_4xx(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    response = await client.post(
+        "/transcribe",
+        content=b'--xyz\r\nContent-Disposition: form-data; name="title"\r\n\r\nunterminated',
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert 400 <= response.status_code < 500
+    assert "detail" in response.json()
+    assert await count_rows(engine, "tasks") == 0
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings(max_upload_mb=1)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_a_file_over_the_limit_is_413(
+    client: httpx.AsyncClient, engine: AsyncEngine, route: str
+) -> None:
+    too_big = b"\x00" * (1024 * 1024 + 4)
+    response = await ROUTES[route](
+        client, data=GOOD_FORM, files={"file": ("big.pcm", too_big, "application/octet-stream")}
+    )
+
+    assert response.status_code == 413
+    assert "1 MB" in response.json()["detail"]
+    assert await count_rows(engine, "tasks") == 0
+
+
+async def test_a_declared_oversized_body_is_refused_before_it_is_read(app: FastAPI) -> None:
+    """The body is never consumed: the app answers from the Content-Length header alone."""
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(1)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/transcribe",
+        "raw_path": b"/transcribe",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "headers": [
+            (b"content-type", b"multipart/form-data; boundary=xyz"),
+            (b"content-length", str(50 * 1024 * 1024).encode()),
+        ],
+        "state": {},
+    }
+    await app(scope, receive, send)
+
+    assert sent[0]["status"] == 413
+    assert received == []
+
+
+async def test_legacy_reads_refuse_malformed_bodies(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/", json={"user_id": "nope"})).status_code == 422
+    assert (await client.post("/", json={})).status_code == 422
+    assert (
+        await client.post("/", content=b"{not json", headers={"Content-Type": "application/json"})
+    ).status_code == 422
+    assert (await client.post("/not-a-uuid", json={"user_id": USER})).status_code == 422

@@ -1,0 +1,86 @@
+"""Shared fixtures: one real PostgreSQL per session, a migrated database, the app over ASGI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.config import Settings
+from app.db.migrations import upgrade_to_head
+from app.main import create_app
+from tests.postgres import SessionPostgres, session_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[SessionPostgres]:
+    with session_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres: SessionPostgres) -> AsyncIterator[URL]:
+    """One migrated database for the session; tests truncate it, they do not recreate it."""
+    url = await postgres.create_database()
+    await upgrade_to_head(url)
+    yield url
+    await postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: URL) -> AsyncIterator[AsyncEngine]:
+    """A test-side engine to look at the database directly."""
+    engine = create_async_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=False)
+async def clean_database(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE tasks CASCADE"))
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for an in-test app, ignoring any `.env` of the developer."""
+    values: dict[str, Any] = {"debug_mode": True, "db_pool_size": 5}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, database_url: URL, clean_database: None
+) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, database_url=database_url)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://task-manager") as client:
+        yield client
+
+
+@pytest.fixture
+def user_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+async def count_rows(engine: AsyncEngine, table: str) -> int:
+    async with engine.connect() as connection:
+        value = await connection.scalar(text(f"SELECT count(*) FROM {table}"))
+    return int(value or 0)

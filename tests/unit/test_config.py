@@ -1,0 +1,101 @@
+"""Configuration: the operators' variables, and one-line refusals when something is missing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigurationError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MANAGER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no developer .env
+
+
+def test_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.debug_mode is True
+    assert settings.service_name == "ilps-service-task-manager"
+    assert settings.db_postgres_user == "service_task_manager"
+    assert settings.db_postgres_name == "tasks"
+    assert settings.db_postgres_port == 5432
+    assert settings.port == 8064
+    assert settings.max_upload_mb == 25
+    assert settings.uses_embedded_database
+
+
+def test_service_variables_are_read_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANAGER_SERVICE_TRANSCRIBING_HOST", "asr")
+    monkeypatch.setenv("MANAGER_SERVICE_TRANSCRIBING_PORT", "8066")
+    monkeypatch.setenv("MANAGER_SERVICE_TRANSCRIBING_PROTOCOL", "https")
+    monkeypatch.setenv("MANAGER_SERVICE_TRANSCRIBING_TIMEOUT", "12.5")
+    settings = load_settings()
+    transcribing = settings.service("transcribing")
+    assert transcribing.base_url == "https://asr:8066"
+    assert transcribing.timeout == 12.5
+    assert transcribing.concurrency == 1  # the stage's own default survives a partial override
+    assert settings.service("feedback").host is None
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "MANAGER_SERVICE_NAME=from-dotenv\nMANAGER_DB_POSTGRES_PORT=6543\n"
+    )
+    settings = load_settings()
+    assert settings.service_name == "from-dotenv"
+    assert settings.db_postgres_port == 6543
+
+
+def test_production_mode_names_every_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANAGER_DEBUG_MODE", "False")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "\n" not in message
+    for name in (
+        "MANAGER_DB_POSTGRES_HOST",
+        "MANAGER_SERVICE_PREPROCESSING_HOST",
+        "MANAGER_SERVICE_TRANSCRIBING_PORT",
+        "MANAGER_SERVICE_FEEDBACK_HOST",
+    ):
+        assert name in message
+
+
+def test_a_host_without_password_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_HOST", "db")
+    with pytest.raises(ConfigurationError, match="MANAGER_DB_POSTGRES_PASSWORD"):
+        load_settings()
+
+
+def test_an_invalid_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_PORT", "not-a-port")
+    with pytest.raises(ConfigurationError, match="MANAGER_DB_POSTGRES_PORT"):
+        load_settings()
+
+
+def test_start_py_exits_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    environment = {"PATH": "/usr/bin:/bin", "MANAGER_DEBUG_MODE": "false"}
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "start.py")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert "MANAGER_DB_POSTGRES_HOST" in lines[0]
