@@ -79,6 +79,18 @@ class Settings(BaseSettings):
 
     max_upload_mb: float = Field(default=25, gt=0)
 
+    # The pipeline (see app/pipeline).
+    worker_concurrency: int = Field(default=8, ge=0, description="0 runs no workers here.")
+    worker_poll_seconds: float = Field(default=5.0, gt=0)
+    worker_lease_seconds: float = Field(default=30.0, ge=1)
+    pipeline_max_attempts: int = Field(default=5, ge=1)
+    pipeline_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    pipeline_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    pipeline_max_claims: int = Field(default=20, ge=1)
+    max_active_tasks_per_user: int = Field(default=2, ge=1)
+    audio_retention_hours: float | None = Field(default=None, gt=0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
     @cached_property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
@@ -91,6 +103,19 @@ class Settings(BaseSettings):
         """The downstream service configuration of a pipeline stage."""
         service: DownstreamService = getattr(self, f"service_{stage}")
         return service
+
+    def sandboxed_stages(self) -> list[StageName]:
+        """Stages without a configured host, served by the in-process sandbox (debug only)."""
+        if not self.debug_mode:
+            return []
+        return [stage for stage in STAGES if self.service(stage).host is None]
+
+    def service_base_url(self, stage: StageName) -> str:
+        """Where the stage's service answers; a sandboxed stage is mounted on this very app."""
+        service = self.service(stage)
+        if service.host is None:
+            return f"http://127.0.0.1:{self.port}/sandbox/{stage}"
+        return service.base_url
 
     def check_required(self) -> None:
         """Refuse to start when a required value is missing (CONTRACTS §3).

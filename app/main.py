@@ -17,7 +17,10 @@ from app.config import Settings, load_settings
 from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
 from app.db.migrations import upgrade_to_head
-from app.db.url import configured_database_url
+from app.db.url import asyncpg_dsn, configured_database_url
+from app.events.listener import TaskEventListener
+from app.pipeline.clients import create_stage_clients
+from app.pipeline.workers import WorkerPool
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,24 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
                 url, pool_size=settings.db_pool_size, application_name=settings.service_name
             )
             stack.push_async_callback(database.dispose)
-            app.state.runtime = Runtime(settings=settings, database=database)
+            clients = create_stage_clients(settings)
+            stack.push_async_callback(clients.aclose)
+            listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
+            workers = WorkerPool(settings, database.sessions, clients)
+            listener.on_notification(workers.on_task_event)
+            listener.on_reconnect(workers.on_reconnect)
+            await listener.start()
+            stack.push_async_callback(listener.stop)
+            workers.start()
+            # Runs first on the way out: stop claiming and hand back held tasks.
+            stack.push_async_callback(workers.stop)
+            app.state.runtime = Runtime(
+                settings=settings,
+                database=database,
+                clients=clients,
+                listener=listener,
+                workers=workers,
+            )
             yield
 
     app = FastAPI(

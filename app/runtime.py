@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from app.config import Settings
 from app.db.engine import Database
+from app.events.listener import TaskEventListener
+from app.pipeline.clients import StageClients
+from app.pipeline.workers import WorkerPool
 
 
 @dataclass
 class Runtime:
-    """What the lifespan created; `extras` lets later components hang their handles here."""
-
     settings: Settings
     database: Database
-    extras: dict[str, Any] = field(default_factory=dict)
+    clients: StageClients
+    listener: TaskEventListener
+    workers: WorkerPool

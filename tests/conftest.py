@@ -49,7 +49,8 @@ async def clean_database(engine: AsyncEngine) -> None:
 
 def make_settings(**overrides: Any) -> Settings:
     """Settings for an in-test app, ignoring any `.env` of the developer."""
-    values: dict[str, Any] = {"debug_mode": True, "db_pool_size": 5}
+    # No workers unless a test asks: API tests look at tasks as they were created.
+    values: dict[str, Any] = {"debug_mode": True, "db_pool_size": 5, "worker_concurrency": 0}
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

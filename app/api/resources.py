@@ -8,7 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.api.deps import SessionDep, SettingsDep, UserIdDep
-from app.api.schemas import ErrorResponse, TaskPageResponse, TaskResource, TaskSummary
+from app.api.schemas import (
+    ErrorResponse,
+    StageReport,
+    TaskPageResponse,
+    TaskResource,
+    TaskSummary,
+)
 from app.api.uploads import (
     FileField,
     IdempotencyKeyHeader,
@@ -93,5 +99,16 @@ async def list_tasks(
     responses=NOT_FOUND,
 )
 async def read_task(session: SessionDep, user_id: UserIdDep, task_id: uuid.UUID) -> TaskResource:
-    task = await service.get_task(session, user_id, task_id)
-    return TaskResource.model_validate(task)
+    task, timings = await service.get_task_with_stages(session, user_id, task_id)
+    resource = TaskResource.model_validate(task)
+    resource.stages = [
+        StageReport(
+            stage=timing.stage,
+            started_at=timing.started_at,
+            finished_at=timing.finished_at,
+            duration_seconds=timing.duration_seconds,
+            attempts=timing.attempts,
+        )
+        for timing in timings
+    ]
+    return resource

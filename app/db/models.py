@@ -62,6 +62,8 @@ class Task(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     stage_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Counts every claim, so a task that keeps killing its worker is failed, not retried forever.
+    claim_count: Mapped[int] = mapped_column(Integer, server_default="0")
     last_event_seq: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
@@ -77,6 +79,8 @@ class Task(Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+        # Tasks in flight per user, for the fairness cap of the claim.
+        Index("ix_tasks_leased_user", "user_id", postgresql_where=text("lease_owner IS NOT NULL")),
         # The workers' queue: only unfinished tasks, oldest first.
         Index(
             "ix_tasks_unfinished",

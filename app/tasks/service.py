@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Task
 from app.tasks import repository
 from app.tasks.errors import IdempotencyConflict, InvalidCursor, TaskNotFound
-from app.tasks.history import EventRecord, append_event
+from app.tasks.history import EventRecord, append_event, list_events
+from app.tasks.report import StageTiming, stage_timings
 from app.tasks.repository import PageCursor
 from app.tasks.status import TaskStatus
 
@@ -103,6 +104,14 @@ async def get_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID
     if task is None:
         raise TaskNotFound()
     return task
+
+
+async def get_task_with_stages(
+    session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID
+) -> tuple[Task, list[StageTiming]]:
+    """The user's task and how each pipeline stage went so far."""
+    task = await get_task(session, user_id, task_id)
+    return task, stage_timings(await list_events(session, task.id))
 
 
 async def list_all_tasks(session: AsyncSession, user_id: uuid.UUID) -> list[Task]:

@@ -66,6 +66,7 @@ def upgrade() -> None:
             "run_after", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
         ),
         sa.Column("stage_attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("claim_count", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_event_seq", sa.Integer(), server_default="0", nullable=False),
         sa.CheckConstraint(
             f"status IN ({STATUSES})",
@@ -76,6 +77,13 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("char_length(title) > 0", name=op.f("ck_tasks_title_not_empty")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
+    )
+    op.create_index(
+        "ix_tasks_leased_user",
+        "tasks",
+        ["user_id"],
+        unique=False,
+        postgresql_where=sa.text("lease_owner IS NOT NULL"),
     )
     op.create_index(
         "ix_tasks_unfinished",
@@ -152,6 +160,7 @@ def downgrade() -> None:
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
     op.drop_index("ix_tasks_user_created", table_name="tasks")
+    op.drop_index("ix_tasks_leased_user", table_name="tasks")
     op.drop_index(
         "ix_tasks_unfinished",
         table_name="tasks",

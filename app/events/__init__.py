@@ -1,0 +1,1 @@
+"""Task events: the LISTEN connection, the in-process hub and the SSE streams."""

@@ -1,0 +1,128 @@
+"""The one dedicated LISTEN connection of a process, reconnecting with backoff.
+
+Both the event hub (SSE followers) and the workers (new tasks) hang off it, so a
+process holds exactly one connection for notifications, however many followers it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from app.tasks.history import EVENTS_CHANNEL, parse_notification
+
+log = logging.getLogger(__name__)
+
+NotificationHandler = Callable[[uuid.UUID, int], None]
+ReconnectHandler = Callable[[], None]
+
+
+class TaskEventListener:
+    """LISTENs on the task events channel and calls its handlers for each notification."""
+
+    def __init__(
+        self, dsn: str, *, max_backoff: float = 5.0, application_name: str = "task-manager"
+    ) -> None:
+        self._dsn = dsn
+        self._max_backoff = max_backoff
+        self._application_name = application_name
+        self._on_notification: list[NotificationHandler] = []
+        self._on_reconnect: list[ReconnectHandler] = []
+        self._task: asyncio.Task[None] | None = None
+        self._connection: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.backend_pid: int | None = None
+
+    def on_notification(self, handler: NotificationHandler) -> None:
+        self._on_notification.append(handler)
+
+    def on_reconnect(self, handler: ReconnectHandler) -> None:
+        """Called after every reconnection: notifications may have been missed meanwhile."""
+        self._on_reconnect.append(handler)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="task-event-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            try:
+                await self._connect()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+                log.warning("LISTEN connection failed (%s); retrying in %.1fs", error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = 0.1
+            if not first:
+                log.info("LISTEN connection re-established")
+                for handler in self._on_reconnect:
+                    _call_safely(handler)
+            first = False
+            await self._lost.wait()
+            self.connected.clear()
+            await self._close()
+
+    async def _connect(self) -> None:
+        self._lost = asyncio.Event()
+        connection = await asyncpg.connect(
+            self._dsn,
+            timeout=10,
+            server_settings={"application_name": f"{self._application_name}/listen"},
+        )
+        connection.add_termination_listener(lambda _: self._lost.set())
+        await connection.add_listener(EVENTS_CHANNEL, self._dispatch)
+        self._connection = connection
+        self.backend_pid = connection.get_server_pid()
+        self.connected.set()
+        # A half-open TCP connection never reports its end; a cheap periodic query does.
+        self._watchdog = asyncio.create_task(self._watch(connection))
+
+    async def _watch(self, connection: Any) -> None:
+        while not connection.is_closed():
+            await asyncio.sleep(2.0)
+            try:
+                await asyncio.wait_for(connection.execute("SELECT 1"), timeout=5)
+            except Exception:
+                break
+        self._lost.set()
+
+    def _dispatch(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        parsed = parse_notification(payload)
+        if parsed is None:
+            log.warning("ignoring malformed notification %r", payload)
+            return
+        for handler in self._on_notification:
+            _call_safely(handler, *parsed)
+
+    async def _close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)
+
+
+def _call_safely(handler: Callable[..., None], *args: Any) -> None:
+    try:
+        handler(*args)
+    except Exception:
+        log.exception("notification handler failed")

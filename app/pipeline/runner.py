@@ -1,0 +1,323 @@
+"""Taking one claimed task through the stages that have no output yet.
+
+The order of every step is what makes the pipeline resumable: a stage's output and
+the status that follows it are committed together, so after a crash the next claim
+starts at the first stage without output and never calls a finished stage again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.pipeline import queue
+from app.pipeline.backoff import retry_delay
+from app.pipeline.clients import StageClients
+from app.pipeline.errors import PermanentFailure, StageFailure, TransientFailure
+from app.pipeline.queue import ClaimedTask
+from app.tasks.status import TaskStatus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """The task was deleted or taken over by another worker; stop without writing."""
+
+
+class StopRequested(Exception):
+    """The process is shutting down; the task is handed back between stages."""
+
+
+@dataclass
+class HeldTask:
+    """A claimed task plus the input of the stage it is about to run."""
+
+    task: ClaimedTask
+    status: TaskStatus
+    attempts: int
+    pcm: bytes | None = None
+    wav: bytes | None = None
+    transcription: str | None = None
+
+
+class TaskRunner:
+    """Runs held tasks for one worker process (`owner` names the lease holder)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        clients: StageClients,
+        *,
+        owner: str,
+        schedule_wakeup: Callable[[float], None],
+        is_stopping: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.clients = clients
+        self.owner = owner
+        self.schedule_wakeup = schedule_wakeup
+        self.is_stopping = is_stopping
+
+    # ---------------------------------------------------------------- claiming
+
+    async def claim(self) -> HeldTask | None:
+        """Claim the next task and enter its first unfinished stage, in one transaction."""
+        async with self.sessions() as session, session.begin():
+            task = await queue.claim_next_task(
+                session,
+                owner=self.owner,
+                lease_seconds=self.settings.worker_lease_seconds,
+                per_user=self.settings.max_active_tasks_per_user,
+            )
+            if task is None:
+                return None
+            held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
+            if task.claim_count > self.settings.pipeline_max_claims:
+                # Every earlier holder vanished mid-task (crash, kill): stop trying.
+                await queue.fail_task(
+                    session,
+                    task.id,
+                    owner=self.owner,
+                    comment=f"abandoned after {task.claim_count - 1} interrupted attempts",
+                )
+                return None
+            await self._enter_first_stage(session, held)
+            return held
+
+    async def _enter_first_stage(self, session: AsyncSession, held: HeldTask) -> None:
+        task = held.task
+        if held.status is TaskStatus.CREATED:
+            await self._advance(session, held, TaskStatus.STARTED, reset_attempts=True)
+        if not task.has_preprocessed_audio:
+            await self._advance(session, held, TaskStatus.PREPROCESSING)
+            held.pcm = await queue.load_audio(session, task.id, "upload")
+        elif task.result is None:
+            await self._advance(session, held, TaskStatus.TRANSCRIBING)
+            held.wav = await queue.load_audio(session, task.id, "preprocessed")
+        else:
+            await self._advance(session, held, TaskStatus.EVALUATING)
+            held.transcription = task.result
+
+    async def _advance(
+        self,
+        session: AsyncSession,
+        held: HeldTask,
+        status: TaskStatus,
+        *,
+        reset_attempts: bool = False,
+    ) -> None:
+        if held.status is status:
+            return  # resumed in the stage it was in: no repeated transition
+        if not await queue.advance_status(
+            session,
+            held.task.id,
+            owner=self.owner,
+            status=status,
+            reset_attempts=reset_attempts,
+            current_attempts=held.attempts,
+        ):
+            raise LeaseLost()
+        held.status = status
+        if reset_attempts:
+            held.attempts = 0
+
+    # ------------------------------------------------------------------ stages
+
+    async def run(self, held: HeldTask) -> None:
+        """Take the task to its end, to a retry later, or hand it back; never raises."""
+        task_id = held.task.id
+        try:
+            await self._run_stages(held)
+        except LeaseLost:
+            log.info("task %s: lease lost (deleted or taken over); stopping", task_id)
+        except StopRequested:
+            await self._write(lambda s: queue.release_lease(s, task_id, owner=self.owner))
+            log.info("task %s: handed back for shutdown in %s", task_id, held.status)
+        except StageFailure as failure:
+            await self._handle_failure(held, failure)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug or a database outage: retry like a transient fault
+            log.exception("task %s: unexpected error in %s", task_id, held.status)
+            await self._handle_failure(
+                held, TransientFailure(f"internal error ({type(error).__name__})")
+            )
+
+    async def _run_stages(self, held: HeldTask) -> None:
+        task = held.task
+        if held.status is TaskStatus.PREPROCESSING:
+            if held.pcm is None:
+                raise PermanentFailure("the uploaded audio is gone")
+            wav = await self._call(task, self.clients.preprocessing.preprocess(held.pcm))
+            await self._commit_stage(held, TaskStatus.TRANSCRIBING, store_wav=wav)
+            held.wav, held.pcm = wav, None
+        if held.status is TaskStatus.TRANSCRIBING:
+            if held.wav is None:
+                raise PermanentFailure("the preprocessed audio is gone")
+            transcription = await self._call(task, self.clients.transcribing.transcribe(held.wav))
+            await self._commit_stage(held, TaskStatus.EVALUATING, store_result=transcription)
+            held.transcription, held.wav = transcription, None
+        if held.status is TaskStatus.EVALUATING:
+            assert held.transcription is not None
+            assessment = await self._call(
+                task, self.clients.feedback.assess(task.text_id, held.transcription)
+            )
+            completed = await self._write(
+                lambda s: queue.complete_task(
+                    s,
+                    task.id,
+                    owner=self.owner,
+                    accuracy=assessment.accuracy,
+                    mistakes=assessment.mistakes,
+                )
+            )
+            if not completed:
+                raise LeaseLost()
+            log.info("task %s: completed (accuracy %.1f)", task.id, assessment.accuracy)
+
+    async def _commit_stage(
+        self,
+        held: HeldTask,
+        next_status: TaskStatus,
+        *,
+        store_wav: bytes | None = None,
+        store_result: str | None = None,
+    ) -> None:
+        """Store a stage's output and move to the next status in one transaction."""
+
+        async def write(session: AsyncSession) -> None:
+            await self._advance(session, held, next_status, reset_attempts=True)
+            if store_wav is not None:
+                await queue.store_preprocessed_audio(session, held.task.id, store_wav)
+            if store_result is not None:
+                await queue.store_transcription(
+                    session, held.task.id, owner=self.owner, transcription=store_result
+                )
+
+        await self._write(write)
+        if self.is_stopping():
+            raise StopRequested()
+
+    async def _call(self, task: ClaimedTask, call: Coroutine[Any, Any, T]) -> T:
+        """Await a stage call while renewing the lease; cancel the call if the lease is lost."""
+        call_task = asyncio.ensure_future(call)
+        renewal = asyncio.ensure_future(self._keep_lease(task))
+        try:
+            await asyncio.wait({call_task, renewal}, return_when=asyncio.FIRST_COMPLETED)
+            if call_task.done():
+                return call_task.result()
+            raise LeaseLost()
+        finally:
+            for pending in (call_task, renewal):
+                if not pending.done():
+                    pending.cancel()
+            await asyncio.gather(call_task, renewal, return_exceptions=True)
+
+    async def _keep_lease(self, task: ClaimedTask) -> None:
+        """Renew the lease every third of its length; return once it is lost."""
+        interval = self.settings.worker_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.sessions() as session, session.begin():
+                    renewed = await queue.renew_lease(
+                        session,
+                        task.id,
+                        owner=self.owner,
+                        lease_seconds=self.settings.worker_lease_seconds,
+                    )
+            except Exception:  # the database is away; the fenced write will tell later
+                log.warning("task %s: could not renew the lease", task.id, exc_info=True)
+                continue
+            if not renewed:
+                return
+
+    # ---------------------------------------------------------------- failures
+
+    async def _handle_failure(self, held: HeldTask, failure: StageFailure) -> None:
+        task_id = held.task.id
+        stage = _stage_name(held.status)
+        attempts = held.attempts + 1
+        max_attempts = self.settings.pipeline_max_attempts
+        if failure.transient and attempts < max_attempts:
+            delay = retry_delay(
+                attempts,
+                base=self.settings.pipeline_backoff_base_seconds,
+                cap=self.settings.pipeline_backoff_max_seconds,
+            )
+            log.warning(
+                "task %s: %s attempt %d/%d failed, retrying in %.1fs: %s",
+                task_id, stage, attempts, max_attempts, delay, failure.reason,
+            )  # fmt: skip
+            released = await self._write(
+                lambda s: queue.release_for_retry(
+                    s,
+                    task_id,
+                    owner=self.owner,
+                    stage=stage,
+                    attempts=attempts,
+                    delay_seconds=delay,
+                    reason=failure.reason,
+                )
+            )
+            if released:
+                self.schedule_wakeup(delay)
+            return
+        if failure.transient:
+            comment = f"{stage} failed after {attempts} attempts: {failure.reason}"
+        else:
+            comment = f"{stage} failed: {failure.reason}"
+        log.warning("task %s: %s", task_id, comment)
+        await self._write(lambda s: queue.fail_task(s, task_id, owner=self.owner, comment=comment))
+
+    async def _write(self, step: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `step` in its own transaction, retrying while the database is unreachable.
+
+        The stage output is in memory and the lease still fences the write, so riding
+        out a database restart here saves calling the stage again.
+        """
+        deadline = asyncio.get_running_loop().time() + self.settings.worker_lease_seconds
+        pause = 0.2
+        while True:
+            try:
+                async with self.sessions() as session, session.begin():
+                    return await step(session)
+            except (LeaseLost, StopRequested):
+                raise
+            except Exception as error:
+                if not _is_connection_error(error) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("database unreachable (%s); retrying the write", type(error).__name__)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+
+def _stage_name(status: TaskStatus) -> str:
+    """The service a status waits on, for comments and retry records."""
+    return {
+        TaskStatus.PREPROCESSING: "preprocessing",
+        TaskStatus.TRANSCRIBING: "transcribing",
+        TaskStatus.EVALUATING: "feedback",
+    }.get(status, status.value)
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(error, DBAPIError):
+        return (
+            bool(error.connection_invalidated)
+            or isinstance(error.orig, OSError)
+            or ("connection" in str(error.orig).lower())
+        )
+    return isinstance(error, OSError | ConnectionError)

@@ -1,0 +1,131 @@
+"""The workers of one process: N coroutines that claim tasks and run them, plus retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.pipeline import queue
+from app.pipeline.clients import StageClients
+from app.pipeline.runner import TaskRunner
+from app.pipeline.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_SECONDS = 600.0
+
+
+def lease_owner_name() -> str:
+    """Unique per process and readable in `tasks.lease_owner` when debugging."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class WorkerPool:
+    """Starts, wakes and stops the workers; the lifespan owns one per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        clients: StageClients,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.owner = owner or lease_owner_name()
+        self.wakeup = Wakeup()
+        self._stopping = False
+        self._workers: list[asyncio.Task[None]] = []
+        self._housekeeping: asyncio.Task[None] | None = None
+        self.runner = TaskRunner(
+            settings,
+            sessions,
+            clients,
+            owner=self.owner,
+            schedule_wakeup=self.wakeup.notify_later,
+            is_stopping=lambda: self._stopping,
+        )
+
+    def start(self) -> None:
+        for number in range(self.settings.worker_concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"worker-{number}"))
+        if self.settings.audio_retention_hours is not None:
+            self._housekeeping = asyncio.create_task(self._purge_audio(), name="audio-retention")
+        log.info("%d workers started as %s", len(self._workers), self.owner)
+
+    def on_task_event(self, _task_id: uuid.UUID, seq: int) -> None:
+        """Listener hook: the first event of a task means a new task to work on."""
+        if seq == 1:
+            self.wakeup.notify()
+
+    def on_reconnect(self) -> None:
+        # Creations may have been missed while the listener was away.
+        self.wakeup.notify()
+
+    async def stop(self) -> None:
+        """Stop claiming, let running stages finish within the grace period, hand back the rest."""
+        self._stopping = True
+        self.wakeup.notify()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self._workers:
+            _, unfinished = await asyncio.wait(
+                self._workers, timeout=self.settings.shutdown_grace_seconds
+            )
+            for worker in unfinished:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with self.sessions() as session, session.begin():
+                released = await queue.release_all_leases(session, owner=self.owner)
+            if released:
+                log.info("handed back %d unfinished task(s) for another process", released)
+
+    async def _work(self) -> None:
+        pause = 0.5
+        while not self._stopping:
+            try:
+                held = await self.runner.claim()
+            except Exception:
+                log.warning("claiming failed; retrying in %.1fs", pause, exc_info=True)
+                await self.wakeup.wait(pause)
+                pause = min(pause * 2, self.settings.worker_poll_seconds)
+                continue
+            pause = 0.5
+            if held is None:
+                await self._idle()
+                continue
+            await self.runner.run(held)
+
+    async def _idle(self) -> None:
+        """Sleep until woken, until the next retry falls due, or the poll interval passes."""
+        timeout = self.settings.worker_poll_seconds
+        with contextlib.suppress(Exception):
+            async with self.sessions() as session:
+                due = await queue.seconds_until_next_due(session)
+            if due is not None:
+                timeout = min(timeout, max(due, 0.05))
+        if not self._stopping:
+            await self.wakeup.wait(timeout)
+
+    async def _purge_audio(self) -> None:
+        hours = self.settings.audio_retention_hours
+        assert hours is not None
+        interval = min(RETENTION_INTERVAL_SECONDS, hours * 3600 / 4)
+        while True:
+            try:
+                async with self.sessions() as session, session.begin():
+                    purged = await queue.purge_expired_audio(session, older_than_hours=hours)
+                if purged:
+                    log.info("retention: purged the audio of %d finished task(s)", purged)
+            except Exception:
+                log.warning("retention purge failed", exc_info=True)
+            await asyncio.sleep(interval)

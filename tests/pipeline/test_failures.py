@@ -1,0 +1,126 @@
+"""Transient faults are retried with backoff; permanent ones fail at once with a clear comment."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from tests.fakes import FakeServices, unused_port
+from tests.pipeline.conftest import Uploader, event_log, pipeline_settings, wait_terminal
+
+
+async def test_503_twice_then_200_completes(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    fakes.transcribing.script.extend([503, 503])
+    task_id, marker = await uploader.create()
+
+    row = await wait_terminal(engine, task_id)
+
+    assert row["status"] == "completed"
+    assert [call.outcome for call in fakes.transcribing.calls_for(marker)] == ["503", "503", "ok"]
+    assert len(fakes.preprocessing.calls_for(marker)) == 1
+    retries = [event for event in await event_log(engine, task_id) if event["kind"] == "retry"]
+    assert [(r["stage"], r["attempt"]) for r in retries] == [
+        ("transcribing", 1),
+        ("transcribing", 2),
+    ]
+    assert "HTTP 503: fake failure" in retries[0]["detail"]
+
+
+async def test_429_is_retried(uploader: Uploader, fakes: FakeServices, engine: AsyncEngine) -> None:
+    fakes.feedback.script.extend([429])
+    task_id, _ = await uploader.create()
+    assert (await wait_terminal(engine, task_id))["status"] == "completed"
+
+
+@pytest.fixture
+def settings(fakes: FakeServices) -> Settings:
+    overrides = fakes.settings()
+    overrides["service_transcribing"] = {**overrides["service_transcribing"], "timeout": 0.3}
+    return pipeline_settings(fakes, **overrides)
+
+
+async def test_a_timeout_is_retried(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    fakes.transcribing.hang_seconds = 1.0
+    fakes.transcribing.script.extend(["hang"])
+    task_id, marker = await uploader.create()
+
+    row = await wait_terminal(engine, task_id)
+
+    assert row["status"] == "completed"
+    assert len(fakes.transcribing.calls_for(marker)) == 2
+    retry = next(e for e in await event_log(engine, task_id) if e["kind"] == "retry")
+    assert "timed out after 0.3s" in retry["detail"]
+
+
+async def test_a_400_fails_at_once_with_the_services_detail(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    fakes.preprocessing.detail = "Length not divisible by 4"
+    fakes.preprocessing.script.extend([400])
+    task_id, marker = await uploader.create()
+
+    row = await wait_terminal(engine, task_id)
+
+    assert row["status"] == "failed"
+    assert row["comment"] == "preprocessing failed: HTTP 400: Length not divisible by 4"
+    assert len(fakes.preprocessing.calls_for(marker)) == 1
+    assert fakes.transcribing.calls_for(marker) == []
+
+
+async def test_an_unknown_text_fails_in_feedback(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    fakes.feedback.detail = "Text not found"
+    fakes.feedback.script.extend([404])
+    task_id, _ = await uploader.create()
+
+    row = await wait_terminal(engine, task_id)
+
+    assert row["status"] == "failed"
+    assert row["comment"] == "feedback failed: HTTP 404: Text not found"
+    assert row["result"] is not None  # the transcription is kept
+
+
+async def test_an_invalid_answer_is_permanent(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    fakes.feedback.script.extend(["bad-body"])
+    task_id, marker = await uploader.create()
+
+    row = await wait_terminal(engine, task_id)
+
+    assert row["status"] == "failed"
+    assert row["comment"] == "feedback failed: invalid response: no numeric 'accuracy'"
+    assert len(fakes.feedback.calls_for(marker)) == 1
+
+
+async def test_a_service_that_stays_down_fails_the_task_after_the_budget(
+    fakes: FakeServices, engine: AsyncEngine, database_url: object
+) -> None:
+    from app.main import create_app
+    from tests.api.helpers import resource_upload
+    from tests.fakes import audio_for, new_marker
+
+    overrides = fakes.settings()
+    overrides["service_transcribing"] = {"host": "127.0.0.1", "port": unused_port(), "timeout": 1}
+    settings = pipeline_settings(fakes, **overrides)
+    app = create_app(settings, database_url=database_url)  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tm") as client:
+            import uuid
+
+            response = await resource_upload(client, uuid.uuid4(), audio=audio_for(new_marker()))
+            task_id = response.json()["id"]
+            row = await wait_terminal(engine, task_id)
+
+    assert row["status"] == "failed"
+    assert row["comment"].startswith("transcribing failed after 4 attempts: connection error")
+    assert "\n" not in row["comment"]
+    assert len([e for e in await event_log(engine, task_id) if e["kind"] == "retry"]) == 3
