@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -60,19 +61,23 @@ def settings() -> Settings:
     return make_settings()
 
 
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and talk to it in-process (not for open-ended streams)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://task-manager") as client:
+            yield client
+
+
 @pytest.fixture
-async def app(
-    settings: Settings, database_url: URL, clean_database: None
-) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, database_url=database_url)
-    async with application.router.lifespan_context(application):
-        yield application
+def app(settings: Settings, database_url: URL, clean_database: None) -> FastAPI:
+    return create_app(settings, database_url=database_url)
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://task-manager") as client:
+    async with serve(app) as client:
         yield client
 
 

@@ -92,6 +92,17 @@ async def list_tasks(
     )
 
 
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a task with its audio and history",
+    responses=NOT_FOUND,
+)
+async def delete_task(session: SessionDep, user_id: UserIdDep, task_id: uuid.UUID) -> None:
+    """A worker processing the task stops at its next step without writing anything back."""
+    await service.delete_task(session, user_id, task_id)
+
+
 @router.get(
     "/{task_id}",
     response_model=TaskResource,

@@ -71,7 +71,7 @@ class TaskRunner:
     # ---------------------------------------------------------------- claiming
 
     async def claim(self) -> HeldTask | None:
-        """Claim the next task and enter its first unfinished stage, in one transaction."""
+        """Claim the next task, then enter its first unfinished stage."""
         async with self.sessions() as session, session.begin():
             task = await queue.claim_next_task(
                 session,
@@ -79,20 +79,24 @@ class TaskRunner:
                 lease_seconds=self.settings.worker_lease_seconds,
                 per_user=self.settings.max_active_tasks_per_user,
             )
-            if task is None:
-                return None
-            held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
-            if task.claim_count > self.settings.pipeline_max_claims:
-                # Every earlier holder vanished mid-task (crash, kill): stop trying.
-                await queue.fail_task(
-                    session,
-                    task.id,
-                    owner=self.owner,
-                    comment=f"abandoned after {task.claim_count - 1} interrupted attempts",
-                )
-                return None
-            await self._enter_first_stage(session, held)
-            return held
+        if task is None:
+            return None
+        held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
+        try:
+            async with self.sessions() as session, session.begin():
+                if task.claim_count > self.settings.pipeline_max_claims:
+                    # Every earlier holder vanished mid-task (crash, kill): stop trying.
+                    await queue.fail_task(
+                        session,
+                        task.id,
+                        owner=self.owner,
+                        comment=f"abandoned after {task.claim_count - 1} interrupted attempts",
+                    )
+                    return None
+                await self._enter_first_stage(session, held)
+        except LeaseLost:  # deleted between the claim and now
+            return None
+        return held
 
     async def _enter_first_stage(self, session: AsyncSession, held: HeldTask) -> None:
         task = held.task

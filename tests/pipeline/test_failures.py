@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
+from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.main import create_app
+from tests.conftest import serve
 from tests.fakes import FakeServices, unused_port
 from tests.pipeline.conftest import Uploader, event_log, pipeline_settings, wait_terminal
 
@@ -101,24 +103,14 @@ async def test_an_invalid_answer_is_permanent(
 
 
 async def test_a_service_that_stays_down_fails_the_task_after_the_budget(
-    fakes: FakeServices, engine: AsyncEngine, database_url: object
+    fakes: FakeServices, engine: AsyncEngine, database_url: URL
 ) -> None:
-    from app.main import create_app
-    from tests.api.helpers import resource_upload
-    from tests.fakes import audio_for, new_marker
-
     overrides = fakes.settings()
     overrides["service_transcribing"] = {"host": "127.0.0.1", "port": unused_port(), "timeout": 1}
     settings = pipeline_settings(fakes, **overrides)
-    app = create_app(settings, database_url=database_url)  # type: ignore[arg-type]
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tm") as client:
-            import uuid
-
-            response = await resource_upload(client, uuid.uuid4(), audio=audio_for(new_marker()))
-            task_id = response.json()["id"]
-            row = await wait_terminal(engine, task_id)
+    async with serve(create_app(settings, database_url=database_url)) as client:
+        task_id, _ = await Uploader(client).create()
+        row = await wait_terminal(engine, task_id)
 
     assert row["status"] == "failed"
     assert row["comment"].startswith("transcribing failed after 4 attempts: connection error")

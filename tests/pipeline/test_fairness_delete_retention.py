@@ -1,0 +1,142 @@
+"""Fairness between users, deleting a task mid-run, and the audio retention purge."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sqlalchemy import URL
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import make_settings, serve
+from tests.fakes import FakeServices
+from tests.pipeline.conftest import Uploader, pipeline_settings, task_row, wait_terminal
+from tests.waiting import eventually
+
+
+@pytest.fixture
+def settings(fakes: FakeServices) -> Settings:
+    return pipeline_settings(fakes, max_active_tasks_per_user=2, audio_retention_hours=None)
+
+
+async def test_one_users_backlog_does_not_starve_another(
+    fakes: FakeServices, engine: AsyncEngine, database_url: URL
+) -> None:
+    heavy, light = uuid.uuid4(), uuid.uuid4()
+    queue_only = make_settings(worker_concurrency=0)
+    async with serve(create_app(queue_only, database_url=database_url)) as client:
+        uploader = Uploader(client)
+        for _ in range(100):
+            await uploader.create(heavy)
+        light_task, _ = await uploader.create(light)
+
+    fakes.preprocessing.latency = 0.3
+    workers = pipeline_settings(fakes, worker_concurrency=4, max_active_tasks_per_user=2)
+    async with serve(create_app(workers, database_url=database_url)):
+
+        async def light_started() -> bool:
+            row = await task_row(engine, light_task)
+            return bool(row and row["status"] != "created")
+
+        await eventually(light_started, within=5, message="the second user's task to start")
+
+    async with engine.connect() as connection:
+        heavy_before_light = await connection.scalar(
+            text(
+                """
+                SELECT count(*) FROM task_events e JOIN tasks t ON t.id = e.task_id
+                WHERE t.user_id = :heavy AND e.status = 'started' AND e.created_at <= (
+                    SELECT created_at FROM task_events
+                    WHERE task_id = :light AND status = 'started')
+                """
+            ),
+            {"heavy": heavy, "light": light_task},
+        )
+    # One claim round: the heavy user's cap of 2, then the light user's task.
+    assert heavy_before_light <= 2
+
+
+async def test_deleting_a_task_mid_run_stops_the_worker_without_resurrecting_it(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine, client: httpx.AsyncClient
+) -> None:
+    fakes.transcribing.latency = 1.5
+    user_id = uuid.uuid4()
+    task_id, marker = await uploader.create(user_id)
+    await eventually(
+        lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(marker))),
+        message="the transcriber to be called",
+    )
+
+    response = await client.delete(f"/tasks/{task_id}", headers={"X-User-Id": str(user_id)})
+
+    assert response.status_code == 204
+    assert await task_row(engine, task_id) is None
+    await eventually(
+        lambda: asyncio.sleep(0, result=fakes.transcribing.calls_for(marker)[0].finished is not None),
+        message="the transcriber call to end",
+    )
+    # Give the worker its chance to write back; it must not.
+    async def worker_idle() -> bool:
+        async with engine.connect() as connection:
+            held = await connection.scalar(text("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL"))
+        return held == 0
+
+    await eventually(worker_idle, message="the worker to let go")
+    assert await task_row(engine, task_id) is None
+    assert fakes.feedback.calls_for(marker) == []
+    assert await audio_count(engine, task_id) == 0
+    async with engine.connect() as connection:
+        history = await connection.scalar(
+            text("SELECT count(*) FROM task_events WHERE task_id = :id"), {"id": task_id}
+        )
+    assert history == 0
+
+
+async def test_delete_of_another_users_task_is_not_found(
+    uploader: Uploader, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    task_id, _ = await uploader.create(uuid.uuid4())
+
+    foreign = await client.delete(f"/tasks/{task_id}", headers={"X-User-Id": str(uuid.uuid4())})
+
+    assert foreign.status_code == 404
+    assert foreign.json() == {"detail": "Task not found."}
+    assert await task_row(engine, task_id) is not None
+
+
+async def test_retention_purges_audio_of_old_finished_tasks_only(
+    fakes: FakeServices, engine: AsyncEngine, database_url: URL
+) -> None:
+    # 1.8 s of retention, so the purge loop runs every 0.45 s.
+    settings = pipeline_settings(fakes, audio_retention_hours=0.0005)
+    async with serve(create_app(settings, database_url=database_url)) as client:
+        uploader = Uploader(client)
+        finished_id, _ = await uploader.create()
+        await wait_terminal(engine, finished_id)
+        fakes.preprocessing.latency = 30  # keeps the second task unfinished
+        running_id, _ = await uploader.create()
+
+        async def audio_purged() -> bool:
+            return await audio_count(engine, finished_id) == 0
+
+        await eventually(audio_purged, within=15, message="the finished task's audio to go")
+        assert await audio_count(engine, running_id) == 1
+
+    finished = await task_row(engine, finished_id)
+    assert finished is not None
+    assert finished["status"] == "completed"
+    assert finished["accuracy"] is not None  # results stay
+
+
+async def audio_count(engine: AsyncEngine, task_id: str) -> int:
+    async with engine.connect() as connection:
+        value = await connection.scalar(
+            text("SELECT count(*) FROM task_audio WHERE task_id = :id"), {"id": task_id}
+        )
+    return int(value or 0)
