@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     audio_retention_hours: float | None = Field(default=None, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
 
+    # Live streams (see app/events).
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    sse_max_followers: int = Field(default=20000, ge=1)
+
     @cached_property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import URL
 
-from app.api import health, legacy, resources
+from app.api import health, legacy, resources, streams
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.config import Settings, load_settings
@@ -18,6 +18,7 @@ from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
 from app.db.migrations import upgrade_to_head
 from app.db.url import asyncpg_dsn, configured_database_url
+from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
 from app.pipeline.clients import create_stage_clients
 from app.pipeline.workers import WorkerPool
@@ -61,10 +62,14 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
             stack.push_async_callback(clients.aclose)
             listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
             workers = WorkerPool(settings, database.sessions, clients)
-            listener.on_notification(workers.on_task_event)
-            listener.on_reconnect(workers.on_reconnect)
+            hub = EventHub(database.sessions, max_followers=settings.sse_max_followers)
+            for component in (workers, hub):
+                listener.on_notification(component.on_task_event)
+                listener.on_reconnect(component.on_reconnect)
             await listener.start()
             stack.push_async_callback(listener.stop)
+            hub.start()
+            stack.push_async_callback(hub.stop)
             workers.start()
             # Runs first on the way out: stop claiming and hand back held tasks.
             stack.push_async_callback(workers.stop)
@@ -74,6 +79,7 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
                 clients=clients,
                 listener=listener,
                 workers=workers,
+                hub=hub,
             )
             yield
 
@@ -89,6 +95,7 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
     app.include_router(health.router)
     # /tasks before the legacy catch-all POST /{task_id}.
     app.include_router(resources.router)
+    app.include_router(streams.router)
     app.include_router(legacy.router)
     return app
 

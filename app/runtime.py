@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from app.db.engine import Database
+from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
 from app.pipeline.clients import StageClients
 from app.pipeline.workers import WorkerPool
@@ -18,3 +19,4 @@ class Runtime:
     clients: StageClients
     listener: TaskEventListener
     workers: WorkerPool
+    hub: EventHub

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.config import Settings
 from app.db.migrations import upgrade_to_head
 from app.main import create_app
+from tests.fakes import FakeServices, running_fakes
+from tests.live import LiveService, live_server
 from tests.postgres import SessionPostgres, session_postgres
 
 
@@ -37,7 +39,7 @@ async def database_url(postgres: SessionPostgres) -> AsyncIterator[URL]:
 @pytest.fixture(scope="session")
 async def engine(database_url: URL) -> AsyncIterator[AsyncEngine]:
     """A test-side engine to look at the database directly."""
-    engine = create_async_engine(database_url)
+    engine = create_async_engine(database_url, pool_pre_ping=True)  # survives restart tests
     yield engine
     await engine.dispose()
 
@@ -90,3 +92,38 @@ async def count_rows(engine: AsyncEngine, table: str) -> int:
     async with engine.connect() as connection:
         value = await connection.scalar(text(f"SELECT count(*) FROM {table}"))
     return int(value or 0)
+
+
+@pytest.fixture(scope="session")
+def fake_services() -> Iterator[FakeServices]:
+    with running_fakes() as fakes:
+        yield fakes
+
+
+@pytest.fixture
+def fakes(fake_services: FakeServices) -> FakeServices:
+    fake_services.reset()
+    return fake_services
+
+
+def pipeline_settings(fakes: FakeServices, **overrides: Any) -> Settings:
+    """Fast retries and short leases, so failure paths finish in well under a second."""
+    values: dict[str, Any] = {
+        **fakes.settings(),
+        "worker_concurrency": 4,
+        "worker_poll_seconds": 1.0,
+        "worker_lease_seconds": 3.0,
+        "pipeline_backoff_base_seconds": 0.05,
+        "pipeline_backoff_max_seconds": 0.2,
+        "pipeline_max_attempts": 4,
+        "shutdown_grace_seconds": 2.0,
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+@pytest.fixture
+def live(settings: Settings, database_url: URL, clean_database: None) -> Iterator[LiveService]:
+    app = create_app(settings, database_url=database_url)
+    with live_server(app) as base_url:
+        yield LiveService(app=app, base_url=base_url)

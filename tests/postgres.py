@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import URL, make_url
 
+from app.db.embedded import EmbeddedPostgres, start_embedded_postgres
 from app.db.url import asyncpg_dsn
 
 # Point the tests at an existing server with e.g. postgresql://postgres@127.0.0.1:5432/postgres;
@@ -25,7 +27,43 @@ class SessionPostgres:
     """A server the tests may create databases on; `restart` is how fault tests bounce it."""
 
     admin_url: URL
-    data_dir: Path | None  # set for the embedded server, which the tests may restart
+    embedded: EmbeddedPostgres | None  # None when the environment named the server
+
+    def restart(self) -> None:
+        """Restart the server in place (fast shutdown: every connection is cut)."""
+        if self.embedded is not None:
+            server = self.embedded.server
+            subprocess.run(
+                [str(server.bin_path / "pg_ctl"), "-D", str(server.pgdata), "-m", "fast", "-w",
+                 "restart"],
+                user=server.system_user,
+                check=True,
+                # The restarted server inherits pg_ctl's output: a pipe would never close.
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+            )  # fmt: skip
+            return
+        # The machine's own cluster (DEVELOPERS.md names this command for fault tests).
+        version = next(iter(sorted(os.listdir("/etc/postgresql"))))
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def environment(self, url: URL) -> dict[str, str]:
+        """`MANAGER_DB_POSTGRES_*` variables naming `url`, for a service run as a process."""
+        host = url.query.get("host") or url.host or "127.0.0.1"
+        port = url.query.get("port") or url.port or 5432
+        return {
+            "MANAGER_DB_POSTGRES_HOST": str(host),
+            "MANAGER_DB_POSTGRES_PORT": str(port),
+            "MANAGER_DB_POSTGRES_USER": url.username or "postgres",
+            "MANAGER_DB_POSTGRES_PASSWORD": url.password or "",
+            "MANAGER_DB_POSTGRES_NAME": url.database or "postgres",
+        }
 
     def database_url(self, name: str) -> URL:
         return self.admin_url.set(database=name)
@@ -53,15 +91,13 @@ def session_postgres() -> Iterator[SessionPostgres]:
     configured = os.environ.get(TEST_SERVER_VARIABLE)
     if configured:
         yield SessionPostgres(
-            admin_url=make_url(configured).set(drivername="postgresql+asyncpg"), data_dir=None
+            admin_url=make_url(configured).set(drivername="postgresql+asyncpg"), embedded=None
         )
         return
-    from app.db.embedded import start_embedded_postgres
-
     with tempfile.TemporaryDirectory(prefix="ilps-test-pg-") as folder:
         data_dir = Path(folder) / "data"
         embedded = start_embedded_postgres(data_dir, "postgres")
         try:
-            yield SessionPostgres(admin_url=embedded.url, data_dir=embedded.data_dir)
+            yield SessionPostgres(admin_url=embedded.url, embedded=embedded)
         finally:
             embedded.stop()

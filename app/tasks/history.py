@@ -70,6 +70,14 @@ async def append_event(session: AsyncSession, task_id: uuid.UUID, event: EventRe
     return int(seq)
 
 
+async def notify_deleted(session: AsyncSession, task_id: uuid.UUID) -> None:
+    """Tell followers (sequence number 0) that the task is gone; sent at commit."""
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        {"channel": EVENTS_CHANNEL, "payload": f"{task_id}:0"},
+    )
+
+
 async def list_events(
     session: AsyncSession, task_id: uuid.UUID, *, after_seq: int = 0
 ) -> list[TaskEvent]:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Task
 from app.tasks import repository
 from app.tasks.errors import IdempotencyConflict, InvalidCursor, TaskNotFound
-from app.tasks.history import EventRecord, append_event, list_events
+from app.tasks.history import EventRecord, append_event, list_events, notify_deleted
 from app.tasks.report import StageTiming, stage_timings
 from app.tasks.repository import PageCursor
 from app.tasks.status import TaskStatus
@@ -144,6 +144,7 @@ async def delete_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.U
     """Remove the task with its audio and history; a worker holding it stops on its next write."""
     if not await repository.delete_user_task(session, user_id, task_id):
         raise TaskNotFound()
+    await notify_deleted(session, task_id)
 
 
 def encode_cursor(cursor: PageCursor) -> str:

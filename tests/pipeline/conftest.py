@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,37 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from tests.api.helpers import resource_upload
-from tests.conftest import make_settings
-from tests.fakes import FakeServices, audio_for, new_marker, running_fakes
+from tests.conftest import pipeline_settings
+from tests.fakes import FakeServices, audio_for, new_marker
 from tests.waiting import eventually
-
-
-@pytest.fixture(scope="session")
-def fake_services() -> Iterator[FakeServices]:
-    with running_fakes() as fakes:
-        yield fakes
-
-
-@pytest.fixture
-def fakes(fake_services: FakeServices) -> FakeServices:
-    fake_services.reset()
-    return fake_services
-
-
-def pipeline_settings(fakes: FakeServices, **overrides: Any) -> Settings:
-    """Fast retries and short leases, so failure paths finish in well under a second."""
-    values: dict[str, Any] = {
-        **fakes.settings(),
-        "worker_concurrency": 4,
-        "worker_poll_seconds": 1.0,
-        "worker_lease_seconds": 3.0,
-        "pipeline_backoff_base_seconds": 0.05,
-        "pipeline_backoff_max_seconds": 0.2,
-        "pipeline_max_attempts": 4,
-        "shutdown_grace_seconds": 2.0,
-    }
-    values.update(overrides)
-    return make_settings(**values)
 
 
 @pytest.fixture

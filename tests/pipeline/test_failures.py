@@ -8,9 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import serve
+from tests.conftest import pipeline_settings, serve
 from tests.fakes import FakeServices, unused_port
-from tests.pipeline.conftest import Uploader, event_log, pipeline_settings, wait_terminal
+from tests.pipeline.conftest import Uploader, event_log, wait_terminal
 
 
 async def test_503_twice_then_200_completes(

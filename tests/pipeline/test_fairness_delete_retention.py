@@ -7,16 +7,14 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from sqlalchemy import URL
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import make_settings, serve
+from tests.conftest import make_settings, pipeline_settings, serve
 from tests.fakes import FakeServices
-from tests.pipeline.conftest import Uploader, pipeline_settings, task_row, wait_terminal
+from tests.pipeline.conftest import Uploader, task_row, wait_terminal
 from tests.waiting import eventually
 
 
@@ -78,14 +76,19 @@ async def test_deleting_a_task_mid_run_stops_the_worker_without_resurrecting_it(
     assert response.status_code == 204
     assert await task_row(engine, task_id) is None
     await eventually(
-        lambda: asyncio.sleep(0, result=fakes.transcribing.calls_for(marker)[0].finished is not None),
+        lambda: asyncio.sleep(
+            0, result=fakes.transcribing.calls_for(marker)[0].finished is not None
+        ),
         message="the transcriber call to end",
     )
+
     # Give the worker its chance to write back; it must not.
     async def worker_idle() -> bool:
         async with engine.connect() as connection:
-            held = await connection.scalar(text("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL"))
-        return held == 0
+            held = await connection.scalar(
+                text("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL")
+            )
+        return bool(held == 0)
 
     await eventually(worker_idle, message="the worker to let go")
     assert await task_row(engine, task_id) is None

@@ -1,0 +1,264 @@
+"""The per-process event hub: fan-out of task events to in-memory follower queues.
+
+Followers never touch the database themselves. Every streaming read goes through one
+lane (one pooled connection at a time): notifications mark tasks "dirty", and a single
+reader loop fetches the new events of all dirty tasks in one query and hands them to
+each follower of those tasks. With the LISTEN connection that makes two connections
+for streaming, whatever the number of followers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, UUID
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
+
+FOLLOWER_QUEUE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """A status transition as followers see it."""
+
+    task_id: uuid.UUID
+    seq: int
+    status: str
+    created_at: datetime
+    accuracy: float | None
+    comment: str | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A task's owner and current position, read when a follower arrives."""
+
+    user_id: uuid.UUID
+    current: TaskUpdate
+
+
+class StreamEnd(Exception):
+    """The stream cannot go on: the task was deleted, the follower fell behind, or shutdown."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooManyFollowers(Exception):
+    """This process already serves `MANAGER_SSE_MAX_FOLLOWERS` followers."""
+
+
+class Follower:
+    """One open stream's subscription: a bounded queue of updates after `last_seq`."""
+
+    def __init__(self, hub: EventHub, task_id: uuid.UUID) -> None:
+        self.hub = hub
+        self.task_id = task_id
+        self.last_seq: int | None = None  # None until the follower has read its starting point
+        self.queue: asyncio.Queue[TaskUpdate | StreamEnd] = asyncio.Queue(FOLLOWER_QUEUE_SIZE)
+
+    def offer(self, update: TaskUpdate | StreamEnd) -> None:
+        if isinstance(update, TaskUpdate):
+            if self.last_seq is None or update.seq <= self.last_seq:
+                return  # already replayed, or not yet placed
+            self.last_seq = update.seq
+        try:
+            self.queue.put_nowait(update)
+        except asyncio.QueueFull:
+            # A follower this far behind reconnects with Last-Event-ID and replays.
+            self.hub.unfollow(self)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait(StreamEnd("the follower fell behind"))
+
+    def placed_at(self, seq: int) -> None:
+        """The follower has everything up to `seq`; updates after it are queued from now on."""
+        self.last_seq = seq
+        self.hub.mark_dirty(self.task_id)
+
+    async def next(self) -> TaskUpdate:
+        item = await self.queue.get()
+        if isinstance(item, StreamEnd):
+            raise item
+        return item
+
+
+_FETCH_UPDATES = text(
+    """
+    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
+    FROM unnest(:task_ids, :after) AS cursor (task_id, after_seq)
+    JOIN task_events e ON e.task_id = cursor.task_id AND e.seq > cursor.after_seq
+    JOIN tasks t ON t.id = e.task_id
+    WHERE e.kind = 'status'
+    ORDER BY e.task_id, e.seq
+    """
+).bindparams(
+    bindparam("task_ids", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("after", type_=ARRAY(INTEGER)),
+)
+_EXISTING = text("SELECT id FROM tasks WHERE id = ANY(:task_ids)").bindparams(
+    bindparam("task_ids", type_=ARRAY(UUID(as_uuid=True)))
+)
+_TASK_STATE = text(
+    """
+    SELECT t.user_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
+    FROM tasks t
+    JOIN task_events e ON e.task_id = t.id
+    WHERE t.id = :task_id AND e.kind = 'status'
+    ORDER BY e.seq DESC
+    LIMIT 1
+    """
+)
+_HISTORY = text(
+    """
+    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
+    FROM task_events e JOIN tasks t ON t.id = e.task_id
+    WHERE e.task_id = :task_id AND e.seq > :after AND e.kind = 'status'
+    ORDER BY e.seq
+    """
+)
+
+
+class EventHub:
+    """Followers by task, fed from NOTIFY through one batched reader."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_followers: int) -> None:
+        self.sessions = sessions
+        self.max_followers = max_followers
+        self._followers: dict[uuid.UUID, set[Follower]] = defaultdict(set)
+        self._count = 0
+        self._dirty: set[uuid.UUID] = set()
+        self._wake = asyncio.Event()
+        self._lane = asyncio.Lock()  # one streaming read at a time: one pooled connection
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def follower_count(self) -> int:
+        return self._count
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_loop(), name="event-hub-reader")
+
+    async def stop(self) -> None:
+        """End every stream (shutdown) and stop reading."""
+        for followers in list(self._followers.values()):
+            for follower in list(followers):
+                self.unfollow(follower)
+                follower.offer(StreamEnd("the server is shutting down"))
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    # ---------------------------------------------------------- followers
+
+    def follow(self, task_id: uuid.UUID) -> Follower:
+        if self._count >= self.max_followers:
+            raise TooManyFollowers()
+        follower = Follower(self, task_id)
+        self._followers[task_id].add(follower)
+        self._count += 1
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        followers = self._followers.get(follower.task_id)
+        if followers is None or follower not in followers:
+            return
+        followers.discard(follower)
+        self._count -= 1
+        if not followers:
+            del self._followers[follower.task_id]
+
+    async def task_state(self, task_id: uuid.UUID) -> TaskState | None:
+        """Owner and latest transition of a task (None: no such task)."""
+        async with self._lane, self.sessions() as session:
+            row = (await session.execute(_TASK_STATE, {"task_id": task_id})).one_or_none()
+        if row is None:
+            return None
+        user_id, seq, status, created_at, accuracy, comment = row
+        return TaskState(
+            user_id=user_id,
+            current=TaskUpdate(task_id, seq, status, created_at, accuracy, comment),
+        )
+
+    async def history(self, task_id: uuid.UUID, *, after_seq: int) -> list[TaskUpdate]:
+        """The task's transitions after `after_seq`, for a resuming follower."""
+        async with self._lane, self.sessions() as session:
+            rows = (await session.execute(_HISTORY, {"task_id": task_id, "after": after_seq})).all()
+        return [TaskUpdate(*row) for row in rows]
+
+    # -------------------------------------------------------- notifications
+
+    def on_task_event(self, task_id: uuid.UUID, _seq: int) -> None:
+        """Listener hook: a transition (or deletion) of `task_id` was committed."""
+        if task_id in self._followers:
+            self.mark_dirty(task_id)
+
+    def on_reconnect(self) -> None:
+        """Notifications may have been lost while the listener was away: re-read everything."""
+        for task_id in list(self._followers):
+            self.mark_dirty(task_id)
+
+    def mark_dirty(self, task_id: uuid.UUID) -> None:
+        self._dirty.add(task_id)
+        self._wake.set()
+
+    async def _read_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            try:
+                await self._fetch_and_deliver(dirty)
+            except Exception:
+                log.warning("event hub read failed; retrying", exc_info=True)
+                self._dirty |= dirty
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def _fetch_and_deliver(self, dirty: set[uuid.UUID]) -> None:
+        cursors: dict[uuid.UUID, int] = {}
+        for task_id in dirty:
+            placed = [
+                f.last_seq for f in self._followers.get(task_id, ()) if f.last_seq is not None
+            ]
+            if placed:
+                cursors[task_id] = min(placed)
+        if not cursors:
+            return
+        task_ids = list(cursors)
+        async with self._lane, self.sessions() as session:
+            rows = (
+                await session.execute(
+                    _FETCH_UPDATES,
+                    {"task_ids": task_ids, "after": [cursors[t] for t in task_ids]},
+                )
+            ).all()
+            updated = {row[0] for row in rows}
+            existing = updated
+            if len(updated) < len(task_ids):
+                existing = set((await session.execute(_EXISTING, {"task_ids": task_ids})).scalars())
+        for row in rows:
+            update = TaskUpdate(*row)
+            for follower in list(self._followers.get(update.task_id, ())):
+                follower.offer(update)
+        for task_id in set(task_ids) - existing:
+            for follower in list(self._followers.get(task_id, ())):
+                self.unfollow(follower)
+                follower.offer(StreamEnd("the task was deleted"))
