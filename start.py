@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from app.config import ConfigurationError, load_settings
+from app.logs import configure_logging
 from app.main import create_app
 
 
@@ -17,16 +18,24 @@ def main() -> int:
     except ConfigurationError as error:
         print(f"ilps-task-manager: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
+    configure_logging(
+        json_format=settings.logs_as_json,
         level=logging.DEBUG if settings.debug_mode else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        graylog=(
+            (settings.graylog_host, settings.graylog_port)
+            if settings.graylog_enable and settings.graylog_host
+            else None
+        ),
+        source=settings.service_name,
     )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=30,
+        log_config=None,  # keep the handlers configure_logging installed
+        access_log=False,  # RequestContext writes the access line, with the request id
+        # Streams end at once on shutdown; this bounds requests still running.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
     return 0
 

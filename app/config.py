@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         env_prefix="MANAGER_",
         env_file=".env",
         env_file_encoding="utf-8",
+        # `MANAGER_X=` (as in .env.example) means "not set", not an empty value.
+        env_ignore_empty=True,
         env_nested_delimiter="_",
         env_nested_max_split=2,
         extra="ignore",
@@ -90,6 +92,18 @@ class Settings(BaseSettings):
     max_active_tasks_per_user: int = Field(default=2, ge=1)
     audio_retention_hours: float | None = Field(default=None, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
+    # Logs: JSON lines for shippers, readable text for people; optional GELF to Graylog.
+    log_format: Literal["text", "json"] | None = Field(
+        default=None, description="Default: text in debug mode, json otherwise."
+    )
+    graylog_enable: bool = False
+    graylog_host: str | None = None
+    graylog_port: int = Field(default=12201, ge=1, le=65535)
+
+    @property
+    def logs_as_json(self) -> bool:
+        return self.log_format == "json" if self.log_format else not self.debug_mode
 
     # Live streams (see app/events).
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
@@ -143,6 +157,8 @@ class Settings(BaseSettings):
                 missing.append(f"{prefix}_HOST")
             if service.port is None:
                 missing.append(f"{prefix}_PORT")
+        if self.graylog_enable and not self.graylog_host:
+            missing.append("MANAGER_GRAYLOG_HOST")
         if missing:
             raise ConfigurationError(
                 "missing required setting(s): " + ", ".join(missing) + " (see .env.example)"

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import URL
 
-from app.api import health, legacy, resources, streams
+from app.api import health, legacy, operations, resources, streams
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.config import Settings, load_settings
@@ -20,6 +20,8 @@ from app.db.migrations import upgrade_to_head
 from app.db.url import asyncpg_dsn, configured_database_url
 from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
+from app.logs import RequestContext
+from app.metrics import HttpMetrics, create_metrics
 from app.pipeline.clients import create_stage_clients
 from app.pipeline.workers import WorkerPool
 from app.runtime import Runtime
@@ -58,10 +60,10 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
                 url, pool_size=settings.db_pool_size, application_name=settings.service_name
             )
             stack.push_async_callback(database.dispose)
-            clients = create_stage_clients(settings)
+            clients = create_stage_clients(settings, metrics)
             stack.push_async_callback(clients.aclose)
             listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
-            workers = WorkerPool(settings, database.sessions, clients)
+            workers = WorkerPool(settings, database.sessions, clients, metrics)
             hub = EventHub(database.sessions, max_followers=settings.sse_max_followers)
             for component in (workers, hub):
                 listener.on_notification(component.on_task_event)
@@ -80,9 +82,11 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
                 listener=listener,
                 workers=workers,
                 hub=hub,
+                metrics=metrics,
             )
             yield
 
+    metrics = create_metrics()  # in-memory only; one registry per app, so tests can build many
     app = FastAPI(
         title="ILPS task manager",
         version="1.0.0",
@@ -91,8 +95,11 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
         license_info={"name": "GPL-3.0-only", "identifier": "GPL-3.0-only"},
     )
     app.add_middleware(UploadSizeLimit, max_upload_mb=settings.max_upload_mb)
+    app.add_middleware(HttpMetrics, metrics=metrics)
+    app.add_middleware(RequestContext)  # outermost: every line of a request has its id
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(operations.router)
     # /tasks before the legacy catch-all POST /{task_id}.
     app.include_router(resources.router)
     app.include_router(streams.router)

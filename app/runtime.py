@@ -8,6 +8,7 @@ from app.config import Settings
 from app.db.engine import Database
 from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
+from app.metrics import Metrics
 from app.pipeline.clients import StageClients
 from app.pipeline.workers import WorkerPool
 
@@ -20,3 +21,4 @@ class Runtime:
     listener: TaskEventListener
     workers: WorkerPool
     hub: EventHub
+    metrics: Metrics

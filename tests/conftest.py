@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
 from app.db.migrations import upgrade_to_head
+from app.logs import ContextFilter, JsonFormatter
 from app.main import create_app
 from tests.fakes import FakeServices, running_fakes
 from tests.live import LiveService, live_server
@@ -127,3 +131,22 @@ def live(settings: Settings, database_url: URL, clean_database: None) -> Iterato
     app = create_app(settings, database_url=database_url)
     with live_server(app) as base_url:
         yield LiveService(app=app, base_url=base_url)
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous_level)
+
+
+def parsed_json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]

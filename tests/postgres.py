@@ -61,7 +61,8 @@ class SessionPostgres:
             "MANAGER_DB_POSTGRES_HOST": str(host),
             "MANAGER_DB_POSTGRES_PORT": str(port),
             "MANAGER_DB_POSTGRES_USER": url.username or "postgres",
-            "MANAGER_DB_POSTGRES_PASSWORD": url.password or "",
+            # Required by the settings; the test server trusts local connections anyway.
+            "MANAGER_DB_POSTGRES_PASSWORD": url.password or "unused-with-trust-auth",
             "MANAGER_DB_POSTGRES_NAME": url.database or "postgres",
         }
 

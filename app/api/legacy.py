@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Form
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import RuntimeDep, SessionDep
 from app.api.schemas import (
     ErrorResponse,
     LegacyCreatedResponse,
@@ -20,7 +20,7 @@ from app.api.uploads import (
     IdempotencyKeyHeader,
     TextIdField,
     TitleField,
-    read_upload,
+    create_from_upload,
     require_multipart,
 )
 from app.tasks import service
@@ -46,7 +46,7 @@ UserBody = Annotated[LegacyUserRequest, Body()]
 )
 async def transcribe(
     session: SessionDep,
-    settings: SettingsDep,
+    runtime: RuntimeDep,
     file: FileField,
     title: TitleField,
     user_id: Annotated[uuid.UUID, Form(examples=["3f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10"])],
@@ -54,8 +54,15 @@ async def transcribe(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> LegacyCreatedResponse:
     """Store the task with its audio (status `created`); the pipeline processes it."""
-    new = await read_upload(settings, user_id=user_id, text_id=text_id, title=title, file=file)
-    created = await service.create_task(session, new, idempotency_key=idempotency_key)
+    created = await create_from_upload(
+        session,
+        runtime,
+        user_id=user_id,
+        text_id=text_id,
+        title=title,
+        file=file,
+        idempotency_key=idempotency_key,
+    )
     return LegacyCreatedResponse(id=created.task.id)
 
 

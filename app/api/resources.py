@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.api.deps import SessionDep, SettingsDep, UserIdDep
+from app.api.deps import RuntimeDep, SessionDep, UserIdDep
 from app.api.schemas import (
     ErrorResponse,
     StageReport,
@@ -20,7 +20,7 @@ from app.api.uploads import (
     IdempotencyKeyHeader,
     TextIdField,
     TitleField,
-    read_upload,
+    create_from_upload,
     require_multipart,
 )
 from app.tasks import service
@@ -48,7 +48,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 )
 async def create_task(
     session: SessionDep,
-    settings: SettingsDep,
+    runtime: RuntimeDep,
     user_id: UserIdDep,
     response: Response,
     file: FileField,
@@ -57,8 +57,15 @@ async def create_task(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskResource:
     """Store the task with its audio; `Location` names the new resource."""
-    new = await read_upload(settings, user_id=user_id, text_id=text_id, title=title, file=file)
-    created = await service.create_task(session, new, idempotency_key=idempotency_key)
+    created = await create_from_upload(
+        session,
+        runtime,
+        user_id=user_id,
+        text_id=text_id,
+        title=title,
+        file=file,
+        idempotency_key=idempotency_key,
+    )
     response.headers["Location"] = f"/tasks/{created.task.id}"
     if created.replayed:
         response.status_code = status.HTTP_200_OK

@@ -6,10 +6,13 @@ import uuid
 from typing import Annotated
 
 from fastapi import File, Form, Header, HTTPException, Request, UploadFile, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import SettingsDep
+from app.config import Settings
 from app.db.models import TITLE_MAX_LENGTH
-from app.tasks.service import NewTask
+from app.runtime import Runtime
+from app.tasks import service
+from app.tasks.service import CreatedTask, NewTask
 
 FileField = Annotated[
     UploadFile,
@@ -54,8 +57,28 @@ def require_multipart(request: Request) -> None:
         )
 
 
+async def create_from_upload(
+    session: AsyncSession,
+    runtime: Runtime,
+    *,
+    user_id: uuid.UUID,
+    text_id: uuid.UUID,
+    title: str,
+    file: UploadFile,
+    idempotency_key: str | None,
+) -> CreatedTask:
+    """Validate the upload, store the task and count it (a replayed retry is not new)."""
+    new = await read_upload(
+        runtime.settings, user_id=user_id, text_id=text_id, title=title, file=file
+    )
+    created = await service.create_task(session, new, idempotency_key=idempotency_key)
+    if not created.replayed:
+        runtime.metrics.tasks_created.inc()
+    return created
+
+
 async def read_upload(
-    settings: SettingsDep,
+    settings: Settings,
     *,
     user_id: uuid.UUID,
     text_id: uuid.UUID,

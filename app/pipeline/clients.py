@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 
 from app.config import DownstreamService, Settings, StageName
+from app.metrics import Metrics
 from app.pipeline.errors import (
     PermanentFailure,
     failure_from_response,
@@ -31,8 +33,9 @@ class ServiceClient:
 
     stage: StageName
 
-    def __init__(self, config: DownstreamService, base_url: str) -> None:
+    def __init__(self, config: DownstreamService, base_url: str, metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
         self.http = httpx.AsyncClient(
             base_url=base_url,
             timeout=config.timeout,
@@ -46,13 +49,23 @@ class ServiceClient:
     async def post(self, **kwargs: Any) -> httpx.Response:
         """POST / and return a 2xx response, or raise a classified `StageFailure`."""
         async with self._in_flight:
+            started = time.perf_counter()
             try:
                 response = await self.http.post("/", **kwargs)
             except httpx.TransportError as error:
+                outcome = (
+                    "timeout" if isinstance(error, httpx.TimeoutException) else "connection_error"
+                )
+                self._observe(started, outcome)
                 raise failure_from_transport(error, self.config.timeout) from error
+        self._observe(started, f"{response.status_code // 100}xx")
         if not response.is_success:
             raise failure_from_response(response)
         return response
+
+    def _observe(self, started: float, outcome: str) -> None:
+        self.metrics.stage_call_duration.labels(self.stage).observe(time.perf_counter() - started)
+        self.metrics.downstream_calls.labels(self.stage, outcome).inc()
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -122,14 +135,17 @@ class StageClients:
     transcribing: TranscribingClient
     feedback: FeedbackClient
 
+    def all(self) -> tuple[ServiceClient, ...]:
+        return (self.preprocessing, self.transcribing, self.feedback)
+
     async def aclose(self) -> None:
-        for client in (self.preprocessing, self.transcribing, self.feedback):
+        for client in self.all():
             await client.aclose()
 
 
-def create_stage_clients(settings: Settings) -> StageClients:
+def create_stage_clients(settings: Settings, metrics: Metrics) -> StageClients:
     def client(cls: type[C], stage: StageName) -> C:
-        return cls(settings.service(stage), settings.service_base_url(stage))
+        return cls(settings.service(stage), settings.service_base_url(stage), metrics)
 
     return StageClients(
         preprocessing=client(PreprocessingClient, "preprocessing"),

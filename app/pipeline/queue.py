@@ -338,3 +338,20 @@ async def purge_expired_audio(session: AsyncSession, *, older_than_hours: float)
         {"age": older_than_hours * 3600},
     )
     return len(purged.all())
+
+
+async def waiting_summary(session: AsyncSession) -> tuple[int, float]:
+    """Unfinished tasks nobody holds, and the age in seconds of the oldest of them."""
+    row = (
+        await session.execute(
+            text(
+                f"""
+                SELECT count(*), coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)
+                FROM tasks
+                WHERE {_UNFINISHED}
+                  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                """
+            )
+        )
+    ).one()
+    return int(row[0]), float(row[1])

@@ -11,11 +11,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.logs import stage_var, task_context
+from app.metrics import Metrics
 from app.pipeline import queue
 from app.pipeline.backoff import retry_delay
 from app.pipeline.clients import StageClients
@@ -60,8 +63,10 @@ class TaskRunner:
         owner: str,
         schedule_wakeup: Callable[[float], None],
         is_stopping: Callable[[], bool],
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.sessions = sessions
         self.clients = clients
         self.owner = owner
@@ -140,6 +145,11 @@ class TaskRunner:
     async def run(self, held: HeldTask) -> None:
         """Take the task to its end, to a retry later, or hand it back; never raises."""
         task_id = held.task.id
+        with task_context(task_id, _stage_name(held.status)):
+            await self._run_logged(held)
+
+    async def _run_logged(self, held: HeldTask) -> None:
+        task_id = held.task.id
         try:
             await self._run_stages(held)
         except LeaseLost:
@@ -160,18 +170,21 @@ class TaskRunner:
     async def _run_stages(self, held: HeldTask) -> None:
         task = held.task
         if held.status is TaskStatus.PREPROCESSING:
+            stage_var.set(_stage_name(held.status))
             if held.pcm is None:
                 raise PermanentFailure("the uploaded audio is gone")
             wav = await self._call(task, self.clients.preprocessing.preprocess(held.pcm))
             await self._commit_stage(held, TaskStatus.TRANSCRIBING, store_wav=wav)
             held.wav, held.pcm = wav, None
         if held.status is TaskStatus.TRANSCRIBING:
+            stage_var.set(_stage_name(held.status))
             if held.wav is None:
                 raise PermanentFailure("the preprocessed audio is gone")
             transcription = await self._call(task, self.clients.transcribing.transcribe(held.wav))
             await self._commit_stage(held, TaskStatus.EVALUATING, store_result=transcription)
             held.transcription, held.wav = transcription, None
         if held.status is TaskStatus.EVALUATING:
+            stage_var.set(_stage_name(held.status))
             assert held.transcription is not None
             assessment = await self._call(
                 task, self.clients.feedback.assess(task.text_id, held.transcription)
@@ -187,6 +200,7 @@ class TaskRunner:
             )
             if not completed:
                 raise LeaseLost()
+            self._finished(task, TaskStatus.COMPLETED)
             log.info("task %s: completed (accuracy %.1f)", task.id, assessment.accuracy)
 
     async def _commit_stage(
@@ -275,6 +289,7 @@ class TaskRunner:
                 )
             )
             if released:
+                self.metrics.stage_retries.labels(stage).inc()
                 self.schedule_wakeup(delay)
             return
         if failure.transient:
@@ -282,7 +297,15 @@ class TaskRunner:
         else:
             comment = f"{stage} failed: {failure.reason}"
         log.warning("task %s: %s", task_id, comment)
-        await self._write(lambda s: queue.fail_task(s, task_id, owner=self.owner, comment=comment))
+        if await self._write(
+            lambda s: queue.fail_task(s, task_id, owner=self.owner, comment=comment)
+        ):
+            self._finished(held.task, TaskStatus.FAILED)
+
+    def _finished(self, task: ClaimedTask, status: TaskStatus) -> None:
+        self.metrics.tasks_finished.labels(status.value).inc()
+        age = (datetime.now(UTC) - task.created_at).total_seconds()
+        self.metrics.task_duration.labels(status.value).observe(max(age, 0.0))
 
     async def _write(self, step: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `step` in its own transaction, retrying while the database is unreachable.

@@ -12,6 +12,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.metrics import Metrics
 from app.pipeline import queue
 from app.pipeline.clients import StageClients
 from app.pipeline.runner import TaskRunner
@@ -35,6 +36,7 @@ class WorkerPool:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         clients: StageClients,
+        metrics: Metrics,
         *,
         owner: str | None = None,
     ) -> None:
@@ -52,7 +54,9 @@ class WorkerPool:
             owner=self.owner,
             schedule_wakeup=self.wakeup.notify_later,
             is_stopping=lambda: self._stopping,
+            metrics=metrics,
         )
+        self.held = 0  # tasks this process's workers hold right now
 
     def start(self) -> None:
         for number in range(self.settings.worker_concurrency):
@@ -103,7 +107,11 @@ class WorkerPool:
             if held is None:
                 await self._idle()
                 continue
-            await self.runner.run(held)
+            self.held += 1
+            try:
+                await self.runner.run(held)
+            finally:
+                self.held -= 1
 
     async def _idle(self) -> None:
         """Sleep until woken, until the next retry falls due, or the poll interval passes."""

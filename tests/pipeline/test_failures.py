@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import pipeline_settings, serve
+from tests.conftest import parsed_json_lines, pipeline_settings, serve
 from tests.fakes import FakeServices, unused_port
 from tests.pipeline.conftest import Uploader, event_log, wait_terminal
 
@@ -30,6 +32,21 @@ async def test_503_twice_then_200_completes(
         ("transcribing", 2),
     ]
     assert "HTTP 503: fake failure" in retries[0]["detail"]
+
+
+async def test_pipeline_log_lines_carry_the_task_and_stage(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine, json_lines: io.StringIO
+) -> None:
+    fakes.transcribing.script.extend([503])
+    task_id, _ = await uploader.create()
+    await wait_terminal(engine, task_id)
+
+    retry = next(
+        line for line in parsed_json_lines(json_lines) if "retrying" in str(line["message"])
+    )
+    assert retry["task_id"] == task_id
+    assert retry["stage"] == "transcribing"
+    assert retry["level"] == "WARNING"
 
 
 async def test_429_is_retried(uploader: Uploader, fakes: FakeServices, engine: AsyncEngine) -> None:

@@ -1,0 +1,141 @@
+"""What operators look at: Prometheus metrics and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import APIRouter, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from app.api.deps import RuntimeDep
+from app.db.migrations import head_revision
+from app.pipeline.clients import ServiceClient
+from app.pipeline.queue import waiting_summary
+from app.runtime import Runtime
+
+router = APIRouter(tags=["operations"])
+
+HEALTH_PROBE_SECONDS = 2.0
+
+
+class DatabaseReadiness(BaseModel):
+    ok: bool
+    schema_revision: str | None = Field(description="The migration the database is at.")
+    expected_revision: str | None = Field(description="The newest migration of this build.")
+    error: str | None = None
+
+
+class ServiceReadiness(BaseModel):
+    ok: bool
+    url: str
+    status_code: int | None = None
+    error: str | None = None
+
+
+class ReadinessResponse(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "status": "ready",
+                    "database": {
+                        "ok": True,
+                        "schema_revision": "0001",
+                        "expected_revision": "0001",
+                        "error": None,
+                    },
+                    "services": {
+                        "transcribing": {
+                            "ok": False,
+                            "url": "http://transcribing:8066/health",
+                            "status_code": 503,
+                            "error": None,
+                        }
+                    },
+                }
+            ]
+        }
+    }
+
+    status: str = Field(description="`ready` when the database answers at the latest schema.")
+    database: DatabaseReadiness
+    services: dict[str, ServiceReadiness] = Field(
+        description="Each audio service's /health; reported, never a reason to be unready."
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Counters and histograms of this process; queue gauges read from the database."""
+    collected = runtime.metrics
+    try:
+        async with runtime.database.sessions() as session:
+            waiting, oldest_age = await waiting_summary(session)
+        collected.tasks_waiting.set(waiting)
+        collected.oldest_waiting_age.set(oldest_age)
+    except Exception:  # the scrape still answers; the gauges keep their last values
+        pass
+    collected.tasks_in_flight.set(runtime.workers.held)
+    collected.sse_followers.set(runtime.hub.follower_count)
+    return Response(collected.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/health/ready",
+    response_model=ReadinessResponse,
+    summary="Readiness: database reachable and migrated",
+    responses={503: {"model": ReadinessResponse, "description": "Not ready."}},
+)
+async def readiness(runtime: RuntimeDep, response: Response) -> ReadinessResponse:
+    database, services = await asyncio.gather(
+        _database_readiness(runtime), _services_readiness(runtime)
+    )
+    if not database.ok:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return ReadinessResponse(
+        status="ready" if database.ok else "not ready", database=database, services=services
+    )
+
+
+async def _database_readiness(runtime: Runtime) -> DatabaseReadiness:
+    expected = head_revision()
+    try:
+        async with asyncio.timeout(HEALTH_PROBE_SECONDS), runtime.database.sessions() as session:
+            current = await session.scalar(text("SELECT version_num FROM alembic_version"))
+    except Exception as error:
+        return DatabaseReadiness(
+            ok=False,
+            schema_revision=None,
+            expected_revision=expected,
+            error=f"database unreachable ({type(error).__name__})",
+        )
+    at_head = current == expected
+    return DatabaseReadiness(
+        ok=at_head,
+        schema_revision=current,
+        expected_revision=expected,
+        error=None if at_head else "the schema is not at the latest migration",
+    )
+
+
+async def _services_readiness(runtime: Runtime) -> dict[str, ServiceReadiness]:
+    clients = runtime.clients.all()
+    results = await asyncio.gather(*(_probe(client) for client in clients))
+    return {client.stage: result for client, result in zip(clients, results, strict=True)}
+
+
+async def _probe(client: ServiceClient) -> ServiceReadiness:
+    url = str(client.http.base_url.join("health"))
+    try:
+        answer = await client.http.get("health", timeout=HEALTH_PROBE_SECONDS)
+    except httpx.HTTPError as error:
+        return ServiceReadiness(ok=False, url=url, error=type(error).__name__)
+    return ServiceReadiness(ok=answer.is_success, url=url, status_code=answer.status_code)

