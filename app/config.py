@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     def logs_as_json(self) -> bool:
         return self.log_format == "json" if self.log_format else not self.debug_mode
 
+    # Verify gateway JWTs on the resource routes instead of trusting X-User-Id.
+    auth_jwt_secret: SecretStr | None = None
+
     # Live streams (see app/events).
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     sse_max_followers: int = Field(default=20000, ge=1)
@@ -157,6 +160,11 @@ class Settings(BaseSettings):
                 missing.append(f"{prefix}_HOST")
             if service.port is None:
                 missing.append(f"{prefix}_PORT")
+        secret = self.auth_jwt_secret
+        if secret is not None and len(secret.get_secret_value()) < 32 and not self.debug_mode:
+            raise ConfigurationError(
+                "MANAGER_AUTH_JWT_SECRET is too short: use at least 32 random characters"
+            )
         if self.graylog_enable and not self.graylog_host:
             missing.append("MANAGER_GRAYLOG_HOST")
         if missing:

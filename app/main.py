@@ -13,6 +13,7 @@ from sqlalchemy import URL
 from app.api import health, legacy, operations, resources, streams
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
 from app.config import Settings, load_settings
 from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
@@ -98,6 +99,7 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(RequestContext)  # outermost: every line of a request has its id
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(operations.router)
     # /tasks before the legacy catch-all POST /{task_id}.

@@ -6,9 +6,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.identity import resolve_caller
 from app.config import Settings
 from app.runtime import Runtime
 
@@ -38,16 +39,55 @@ async def unit_of_work(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
 
 
+ForwardedUserId = Annotated[
+    uuid.UUID | None,
+    Header(
+        alias="X-User-Id",
+        description="The caller's user id, as the ILPS gateway forwards it "
+        "(ignored when the service verifies tokens).",
+        examples=["3f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10"],
+    ),
+]
+AuthorizationHeader = Annotated[
+    str | None,
+    Header(
+        alias="Authorization",
+        description="`Bearer <JWT>` (HS256, `sub` = user id) when MANAGER_AUTH_JWT_SECRET is set.",
+    ),
+]
+
+
 def caller_user_id(
-    x_user_id: Annotated[
-        uuid.UUID,
-        Header(
-            description="The caller's user id, as the ILPS gateway forwards it.",
-            examples=["3f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10"],
-        ),
-    ],
+    settings: SettingsDep,
+    x_user_id: ForwardedUserId = None,
+    authorization: AuthorizationHeader = None,
 ) -> uuid.UUID:
-    return x_user_id
+    return resolve_caller(settings, forwarded_user_id=x_user_id, authorization=authorization)
 
 
 UserIdDep = Annotated[uuid.UUID, Depends(caller_user_id)]
+
+
+def follower_user_id(
+    settings: SettingsDep,
+    user_id: Annotated[
+        uuid.UUID | None,
+        Query(description="The caller's user id (EventSource cannot send headers)."),
+    ] = None,
+    x_user_id: ForwardedUserId = None,
+    authorization: AuthorizationHeader = None,
+    access_token: Annotated[
+        str | None,
+        Query(max_length=4096, description="The JWT, for EventSource (when tokens are verified)."),
+    ] = None,
+) -> uuid.UUID:
+    """Like `caller_user_id`, plus the query parameters a browser's EventSource can send."""
+    return resolve_caller(
+        settings,
+        forwarded_user_id=user_id or x_user_id,
+        authorization=authorization,
+        access_token=access_token,
+    )
+
+
+FollowerIdDep = Annotated[uuid.UUID, Depends(follower_user_id)]

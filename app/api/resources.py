@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.api.deps import RuntimeDep, SessionDep, UserIdDep
 from app.api.schemas import (
+    UNAUTHENTICATED,
     ErrorResponse,
     StageReport,
     TaskPageResponse,
@@ -26,7 +27,7 @@ from app.api.uploads import (
 from app.tasks import service
 from app.tasks.status import TaskStatus
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], responses=UNAUTHENTICATED)
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such task for this user."}

@@ -21,9 +21,17 @@ _MISTAKE_EXAMPLE: dict[str, Any] = {
 
 
 class ErrorResponse(BaseModel):
-    """Every 4xx/5xx this service produces itself."""
+    """Every 4xx/5xx this service produces itself (422s use FastAPI's list of field errors)."""
 
     detail: str = Field(examples=["Task not found."])
+
+
+UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "No caller: X-User-Id missing, or no valid token when tokens are verified.",
+    }
+}
 
 
 # ----------------------------------------------------------------- legacy family

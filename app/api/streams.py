@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException, Query, status
 from sse_starlette import EventSourceResponse
 
-from app.api.deps import RuntimeDep
+from app.api.deps import FollowerIdDep, RuntimeDep
 from app.api.schemas import ErrorResponse, LegacyUserRequest
 from app.events.hub import TooManyFollowers
 from app.events.streams import OpenStream, legacy_events, open_stream, resource_events
@@ -22,6 +22,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "A stream of task status events.",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
+    401: {"model": ErrorResponse, "description": "No caller identity (GET stream only)."},
     404: {"model": ErrorResponse, "description": "No such task for this user."},
     503: {"model": ErrorResponse, "description": "Too many followers; retry later."},
 }
@@ -50,11 +51,7 @@ async def _open(
 async def task_events(
     runtime: RuntimeDep,
     task_id: uuid.UUID,
-    user_id: Annotated[
-        uuid.UUID | None,
-        Query(description="The caller's user id (EventSource cannot send headers)."),
-    ] = None,
-    x_user_id: Annotated[uuid.UUID | None, Header()] = None,
+    caller: FollowerIdDep,
     last_event_id: Annotated[
         int | None, Query(ge=0, description="Resume after this event id.")
     ] = None,
@@ -67,12 +64,6 @@ async def task_events(
     With `Last-Event-ID` (or `last_event_id`) the stream replays the transitions after
     that id instead, so a reconnecting client misses nothing and sees nothing twice.
     """
-    caller = user_id or x_user_id
-    if caller is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail="Pass the user id as the user_id query parameter or the X-User-Id header.",
-        )
     after = last_event_id_header if last_event_id_header is not None else last_event_id
     stream = await _open(runtime, task_id, caller, after)
     return EventSourceResponse(

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from typing import Annotated
 
 from fastapi import File, Form, Header, HTTPException, Request, UploadFile, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db.models import TITLE_MAX_LENGTH
+from app.db.models import METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
 from app.runtime import Runtime
 from app.tasks import service
 from app.tasks.service import CreatedTask, NewTask
 
 FileField = Annotated[
     UploadFile,
-    File(description="The recording: raw PCM s16le, 2 channels, 44.1 kHz, as the app records it."),
+    File(
+        description="The recording: raw PCM s16le, 2 channels, 44.1 kHz, as the app records it.",
+        json_schema_extra={"minLength": 1},  # an empty file is refused (422)
+    ),
 ]
 TitleField = Annotated[
     str,
@@ -87,9 +92,9 @@ async def read_upload(
 ) -> NewTask:
     """Check the parts the form schema cannot express and read the audio."""
     if not title.strip():
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="The title must not be blank."
-        )
+        raise field_error("title", "The title must not be blank.", title)
+    if _has_control_characters(title):
+        raise field_error("title", "The title must not contain control characters.", title)
     limit = settings.max_upload_bytes
     if file.size is not None and file.size > limit:
         raise upload_too_large(settings.max_upload_mb)
@@ -97,16 +102,33 @@ async def read_upload(
     if len(audio) > limit:
         raise upload_too_large(settings.max_upload_mb)
     if not audio:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="The uploaded file is empty."
-        )
+        raise field_error("file", "The uploaded file is empty.", file.filename)
     return NewTask(
         user_id=user_id,
         text_id=text_id,
         title=title,
         audio=audio,
-        filename=file.filename,
-        content_type=file.content_type,
+        # Kept for reference only: cleaned so that no client string can upset the database.
+        filename=_clean_metadata(file.filename),
+        content_type=_clean_metadata(file.content_type),
+    )
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(character) == "Cc" for character in text)
+
+
+def _clean_metadata(value: str | None, limit: int = METADATA_MAX_LENGTH) -> str | None:
+    if value is None:
+        return None
+    cleaned = "".join(c for c in value if unicodedata.category(c) != "Cc")[:limit]
+    return cleaned or None
+
+
+def field_error(field: str, message: str, value: object) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, so every validation error reads the same."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", field), "msg": message, "input": value}]
     )
 
 

@@ -27,6 +27,7 @@ from app.tasks.status import TaskStatus
 
 DEFAULT_TITLE = "Упражнение"
 TITLE_MAX_LENGTH = 50
+METADATA_MAX_LENGTH = 255  # the upload's filename and content type, as the client sent them
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in TaskStatus)
 _TERMINAL_SQL = "status NOT IN ('completed', 'failed')"
 
@@ -101,8 +102,8 @@ class TaskAudio(Base):
     )
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     content: Mapped[bytes] = mapped_column(LargeBinary)
-    filename: Mapped[str | None] = mapped_column(String(255))
-    content_type: Mapped[str | None] = mapped_column(String(255))
+    filename: Mapped[str | None] = mapped_column(String(METADATA_MAX_LENGTH))
+    content_type: Mapped[str | None] = mapped_column(String(METADATA_MAX_LENGTH))
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -42,7 +42,9 @@ async def test_detail_of_another_users_task_is_not_found(
 
 
 async def test_missing_or_malformed_user_header_is_refused(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/tasks")).status_code == 422
+    missing = await client.get("/tasks")
+    assert missing.status_code == 401
+    assert "X-User-Id" in missing.json()["detail"]
     assert (await client.get("/tasks", headers={"X-User-Id": "not-a-uuid"})).status_code == 422
 
 

@@ -135,7 +135,7 @@ async def test_another_users_task_is_not_found_on_both_streams(live: LiveService
         anonymous = await client.get(f"/tasks/{task_id}/events")
     assert get.status_code == post.status_code == missing.status_code == 404
     assert get.json() == post.json() == missing.json() == {"detail": "Task not found."}
-    assert anonymous.status_code == 422
+    assert anonymous.status_code == 401
     assert live.follower_count == 0
 
 
