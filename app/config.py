@@ -131,13 +131,6 @@ class Settings(BaseSettings):
             return []
         return [stage for stage in STAGES if self.service(stage).host is None]
 
-    def service_base_url(self, stage: StageName) -> str:
-        """Where the stage's service answers; a sandboxed stage is mounted on this very app."""
-        service = self.service(stage)
-        if service.host is None:
-            return f"http://127.0.0.1:{self.port}/sandbox/{stage}"
-        return service.base_url
-
     def check_required(self) -> None:
         """Refuse to start when a required value is missing (CONTRACTS §3).
 

@@ -14,11 +14,12 @@ from app.api import health, legacy, operations, resources, streams
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
-from app.config import Settings, load_settings
+from app.config import STAGES, Settings, StageName, load_settings
 from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
 from app.db.migrations import upgrade_to_head
 from app.db.url import asyncpg_dsn, configured_database_url
+from app.demo import routes as demo
 from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
 from app.logs import RequestContext
@@ -50,6 +51,25 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> URL:
     return embedded.url
 
 
+async def _service_urls(settings: Settings, stack: AsyncExitStack) -> dict[StageName, str]:
+    """The configured audio services, or in-process sandboxes on loopback (debug, no host)."""
+    urls: dict[StageName, str] = {}
+    for stage in STAGES:
+        if stage not in settings.sandboxed_stages():
+            urls[stage] = settings.service(stage).base_url
+            continue
+        try:
+            from app.sandbox.embedded import serve_sandbox
+        except ImportError as error:  # the production image leaves the sandbox out
+            raise RuntimeError(
+                f"no host for the {stage} service and no sandbox installed: set "
+                f"MANAGER_SERVICE_{stage.upper()}_HOST or install the 'sandbox' group"
+            ) from error
+        urls[stage] = await stack.enter_async_context(serve_sandbox(stage))
+        log.info("%s: sandbox service on %s (debug mode, no host configured)", stage, urls[stage])
+    return urls
+
+
 def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts."""
 
@@ -61,7 +81,8 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
                 url, pool_size=settings.db_pool_size, application_name=settings.service_name
             )
             stack.push_async_callback(database.dispose)
-            clients = create_stage_clients(settings, metrics)
+            service_urls = await _service_urls(settings, stack)
+            clients = create_stage_clients(settings, metrics, service_urls)
             stack.push_async_callback(clients.aclose)
             listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
             workers = WorkerPool(settings, database.sessions, clients, metrics)
@@ -105,6 +126,8 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
     # /tasks before the legacy catch-all POST /{task_id}.
     app.include_router(resources.router)
     app.include_router(streams.router)
+    if settings.debug_mode:
+        app.include_router(demo.router)
     app.include_router(legacy.router)
     return app
 

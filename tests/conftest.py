@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.config import Settings
+from app.config import STAGES, Settings
 from app.db.migrations import upgrade_to_head
 from app.logs import ContextFilter, JsonFormatter
 from app.main import create_app
@@ -54,10 +54,16 @@ async def clean_database(engine: AsyncEngine) -> None:
         await connection.execute(text("TRUNCATE tasks CASCADE"))
 
 
+DISCARD_PORT = 9  # nothing listens there: calls fail at once with "connection refused"
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Settings for an in-test app, ignoring any `.env` of the developer."""
-    # No workers unless a test asks: API tests look at tasks as they were created.
+    # No workers unless a test asks: API tests look at tasks as they were created. Audio
+    # services point at the discard port, so no sandbox starts unless a test asks for one.
     values: dict[str, Any] = {"debug_mode": True, "db_pool_size": 5, "worker_concurrency": 0}
+    for stage in STAGES:
+        values[f"service_{stage}"] = {"host": "127.0.0.1", "port": DISCARD_PORT}
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

@@ -143,9 +143,13 @@ class StageClients:
             await client.aclose()
 
 
-def create_stage_clients(settings: Settings, metrics: Metrics) -> StageClients:
+def create_stage_clients(
+    settings: Settings, metrics: Metrics, base_urls: dict[StageName, str]
+) -> StageClients:
+    """One client per stage, calling `base_urls[stage]` (a sandbox's, or the configured one)."""
+
     def client(cls: type[C], stage: StageName) -> C:
-        return cls(settings.service(stage), settings.service_base_url(stage), metrics)
+        return cls(settings.service(stage), base_urls[stage], metrics)
 
     return StageClients(
         preprocessing=client(PreprocessingClient, "preprocessing"),

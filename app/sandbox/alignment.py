@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
+
+import numpy as np
 
 # Back-pointers, one byte per cell: which neighbour the best path came from.
 _DIAGONAL, _UP, _LEFT = 0, 1, 2
 
 
-class Operation(str, Enum):
+class Operation(StrEnum):
     """What one alignment column says about the reading."""
 
     MATCH = "Match"
@@ -39,31 +41,35 @@ def align(reference: Sequence[str], actual: Sequence[str]) -> list[Step]:
     deterministic.
     """
     rows, cols = len(reference), len(actual)
-    # Costs need only the previous row; back-pointers need the whole table.
-    previous = list(range(cols + 1))
-    pointers = [bytearray([_LEFT]) * (cols + 1)]
+    # Integer codes let numpy compare a reference phoneme with a whole reading.
+    codes = {phoneme: code for code, phoneme in enumerate(dict.fromkeys([*reference, *actual]))}
+    wanted = np.fromiter((codes[p] for p in reference), dtype=np.int64, count=rows)
+    heard = np.fromiter((codes[p] for p in actual), dtype=np.int64, count=cols)
+    offsets = np.arange(cols + 1)
+
+    # Row by row over the reference (the short side): costs need only the
+    # previous row, back-pointers the whole table.
+    pointers = np.full((rows + 1, cols + 1), _LEFT, dtype=np.int8)
+    pointers[1:, 0] = _UP
+    previous = offsets
     for i in range(1, rows + 1):
-        current = [i] + [0] * cols
-        row = bytearray(cols + 1)
-        row[0] = _UP
-        wanted = reference[i - 1]
-        for j in range(1, cols + 1):
-            diagonal = previous[j - 1] + (0 if wanted == actual[j - 1] else 1)
-            up = previous[j] + 1
-            left = current[j - 1] + 1
-            if diagonal <= up and diagonal <= left:
-                current[j], row[j] = diagonal, _DIAGONAL
-            elif up <= left:
-                current[j], row[j] = up, _UP
-            else:
-                current[j], row[j] = left, _LEFT
-        pointers.append(row)
+        diagonal = previous[:-1] + (heard != wanted[i - 1])
+        up = previous[1:] + 1
+        # A left move depends on the cell just computed, which a plain vector
+        # operation cannot see; but a chain of left moves costs its length, so
+        # current[j] = min over k <= j of (best[k] + j - k): a running minimum.
+        best = np.concatenate(([i], np.minimum(diagonal, up)))
+        current = np.minimum.accumulate(best - offsets) + offsets
+        left = current[:-1] + 1
+        pointers[i, 1:] = np.where(
+            (diagonal <= up) & (diagonal <= left), _DIAGONAL, np.where(up <= left, _UP, _LEFT)
+        )
         previous = current
 
     steps: list[Step] = []
     i, j = rows, cols
     while i > 0 or j > 0:
-        move = pointers[i][j] if i > 0 and j > 0 else (_UP if i > 0 else _LEFT)
+        move = pointers[i, j]
         if move == _DIAGONAL:
             i, j = i - 1, j - 1
             same = reference[i] == actual[j]

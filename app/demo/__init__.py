@@ -1,0 +1,1 @@
+"""The browser demo (debug mode only): record a reading, upload it, follow it live."""
