@@ -15,14 +15,7 @@ from app.api.schemas import (
     LegacyTaskSummary,
     LegacyUserRequest,
 )
-from app.api.uploads import (
-    FileField,
-    IdempotencyKeyHeader,
-    TextIdField,
-    TitleField,
-    create_from_upload,
-    require_multipart,
-)
+from app.api.uploads import UPLOAD_RESPONSES, UploadDep, create_from_upload, require_multipart
 from app.tasks import service
 
 router = APIRouter(tags=["legacy"])
@@ -38,31 +31,16 @@ UserBody = Annotated[LegacyUserRequest, Body()]
     response_model=LegacyCreatedResponse,
     summary="Upload a recording (legacy)",
     dependencies=[Depends(require_multipart)],
-    responses={
-        409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
-        413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
-        415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
-    },
+    responses=UPLOAD_RESPONSES,
 )
 async def transcribe(
     session: SessionDep,
     runtime: RuntimeDep,
-    file: FileField,
-    title: TitleField,
+    upload: UploadDep,
     user_id: Annotated[uuid.UUID, Form(examples=["3f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10"])],
-    text_id: TextIdField,
-    idempotency_key: IdempotencyKeyHeader = None,
 ) -> LegacyCreatedResponse:
     """Store the task with its audio (status `created`); the pipeline processes it."""
-    created = await create_from_upload(
-        session,
-        runtime,
-        user_id=user_id,
-        text_id=text_id,
-        title=title,
-        file=file,
-        idempotency_key=idempotency_key,
-    )
+    created = await create_from_upload(session, runtime, user_id, upload)
     return LegacyCreatedResponse(id=created.task.id)
 
 

@@ -16,14 +16,7 @@ from app.api.schemas import (
     TaskResource,
     TaskSummary,
 )
-from app.api.uploads import (
-    FileField,
-    IdempotencyKeyHeader,
-    TextIdField,
-    TitleField,
-    create_from_upload,
-    require_multipart,
-)
+from app.api.uploads import UPLOAD_RESPONSES, UploadDep, create_from_upload, require_multipart
 from app.tasks import service
 from app.tasks.status import TaskStatus
 
@@ -42,9 +35,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     dependencies=[Depends(require_multipart)],
     responses={
         200: {"model": TaskResource, "description": "A repeat of an earlier Idempotency-Key."},
-        409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
-        413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
-        415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
+        **UPLOAD_RESPONSES,
     },
 )
 async def create_task(
@@ -52,21 +43,10 @@ async def create_task(
     runtime: RuntimeDep,
     user_id: UserIdDep,
     response: Response,
-    file: FileField,
-    title: TitleField,
-    text_id: TextIdField,
-    idempotency_key: IdempotencyKeyHeader = None,
+    upload: UploadDep,
 ) -> TaskResource:
     """Store the task with its audio; `Location` names the new resource."""
-    created = await create_from_upload(
-        session,
-        runtime,
-        user_id=user_id,
-        text_id=text_id,
-        title=title,
-        file=file,
-        idempotency_key=idempotency_key,
-    )
+    created = await create_from_upload(session, runtime, user_id, upload)
     response.headers["Location"] = f"/tasks/{created.task.id}"
     if created.replayed:
         response.status_code = status.HTTP_200_OK

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, status
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import FollowerIdDep, RuntimeDep
 from app.api.schemas import ErrorResponse, LegacyUserRequest
 from app.events.hub import TooManyFollowers
 from app.events.streams import OpenStream, legacy_events, open_stream, resource_events
+from app.runtime import Runtime
 
 router = APIRouter()
 
@@ -41,6 +43,12 @@ async def _open(
         ) from None
 
 
+def _respond(runtime: Runtime, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    return EventSourceResponse(
+        events, headers=STREAM_HEADERS, ping=runtime.settings.sse_heartbeat_seconds
+    )
+
+
 @router.get(
     "/tasks/{task_id}/events",
     tags=["tasks"],
@@ -66,11 +74,7 @@ async def task_events(
     """
     after = last_event_id_header if last_event_id_header is not None else last_event_id
     stream = await _open(runtime, task_id, caller, after)
-    return EventSourceResponse(
-        resource_events(stream),
-        headers=STREAM_HEADERS,
-        ping=runtime.settings.sse_heartbeat_seconds,
-    )
+    return _respond(runtime, resource_events(stream))
 
 
 @router.post(
@@ -85,8 +89,4 @@ async def legacy_stream(
 ) -> EventSourceResponse:
     """`data:` lines of JSON `{"event", "task_id", "status", "retry"}`, one per status."""
     stream = await _open(runtime, task_id, body.user_id, None)
-    return EventSourceResponse(
-        legacy_events(stream),
-        headers=STREAM_HEADERS,
-        ping=runtime.settings.sse_heartbeat_seconds,
-    )
+    return _respond(runtime, legacy_events(stream))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import File, Form, Header, HTTPException, Request, UploadFile, status
+from fastapi import Depends, File, Form, Header, HTTPException, Request, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.schemas import ErrorResponse
 from app.config import Settings
 from app.db.models import METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
 from app.runtime import Runtime
@@ -62,21 +64,45 @@ def require_multipart(request: Request) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Upload:
+    """What both create routes take besides the caller."""
+
+    file: UploadFile
+    title: str
+    text_id: uuid.UUID
+    idempotency_key: str | None
+
+
+def upload_parts(
+    file: FileField,
+    title: TitleField,
+    text_id: TextIdField,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Upload:
+    return Upload(file=file, title=title, text_id=text_id, idempotency_key=idempotency_key)
+
+
+UploadDep = Annotated[Upload, Depends(upload_parts)]
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
+    413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
+    415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
+}
+
+
 async def create_from_upload(
-    session: AsyncSession,
-    runtime: Runtime,
-    *,
-    user_id: uuid.UUID,
-    text_id: uuid.UUID,
-    title: str,
-    file: UploadFile,
-    idempotency_key: str | None,
+    session: AsyncSession, runtime: Runtime, user_id: uuid.UUID, upload: Upload
 ) -> CreatedTask:
     """Validate the upload, store the task and count it (a replayed retry is not new)."""
     new = await read_upload(
-        runtime.settings, user_id=user_id, text_id=text_id, title=title, file=file
+        runtime.settings,
+        user_id=user_id,
+        text_id=upload.text_id,
+        title=upload.title,
+        file=upload.file,
     )
-    created = await service.create_task(session, new, idempotency_key=idempotency_key)
+    created = await service.create_task(session, new, idempotency_key=upload.idempotency_key)
     if not created.replayed:
         runtime.metrics.tasks_created.inc()
     return created

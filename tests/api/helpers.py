@@ -19,12 +19,9 @@ async def legacy_upload(
     audio: bytes = PCM_SAMPLE,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    return await client.post(
-        "/transcribe",
-        data={"title": title, "user_id": str(user_id), "text_id": str(text_id or uuid.uuid4())},
-        files={"file": ("recording.pcm", audio, "application/octet-stream")},
-        headers=headers,
-    )
+    """`POST /transcribe` as the gateway sends it: the user in the form."""
+    form = {"title": title, "user_id": str(user_id), "text_id": str(text_id or uuid.uuid4())}
+    return await _upload(client, "/transcribe", form, audio, headers or {})
 
 
 async def resource_upload(
@@ -36,12 +33,22 @@ async def resource_upload(
     audio: bytes = PCM_SAMPLE,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    return await client.post(
-        "/tasks",
-        data={"title": title, "text_id": str(text_id or uuid.uuid4())},
-        files={"file": ("recording.pcm", audio, "application/octet-stream")},
-        headers={"X-User-Id": str(user_id), **(headers or {})},
+    """`POST /tasks`: the user in `X-User-Id`."""
+    form = {"title": title, "text_id": str(text_id or uuid.uuid4())}
+    return await _upload(
+        client, "/tasks", form, audio, {"X-User-Id": str(user_id), **(headers or {})}
     )
+
+
+async def _upload(
+    client: httpx.AsyncClient,
+    path: str,
+    form: dict[str, str],
+    audio: bytes,
+    headers: dict[str, str],
+) -> httpx.Response:
+    files = {"file": ("recording.pcm", audio, "application/octet-stream")}
+    return await client.post(path, data=form, files=files, headers=headers)
 
 
 def user_body(user_id: uuid.UUID) -> dict[str, Any]:
