@@ -85,7 +85,7 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
             clients = create_stage_clients(settings, metrics, service_urls)
             stack.push_async_callback(clients.aclose)
             listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
-            workers = WorkerPool(settings, database.sessions, clients, metrics)
+            workers = WorkerPool(settings, database, clients, metrics)
             hub = EventHub(database.sessions, max_followers=settings.sse_max_followers)
             for component in (workers, hub):
                 listener.on_notification(component.on_task_event)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from app.tasks.errors import TaskError
+
+log = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 
 async def _task_error(_: Request, error: Exception) -> JSONResponse:
@@ -13,5 +20,24 @@ async def _task_error(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=error.status_code, content={"detail": error.detail})
 
 
+async def _database_error(_: Request, error: Exception) -> JSONResponse:
+    """A lost database connection (a restart, a failover) is 503 and worth a retry.
+
+    The pool is discarded with the failing connection, so the retry gets a fresh one.
+    Anything else is a bug: 500, logged with its traceback.
+    """
+    assert isinstance(error, DBAPIError)
+    if error.connection_invalidated:
+        log.warning("database connection lost: %s", type(error.orig).__name__)
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "The database is briefly unavailable; retry shortly."},
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    log.error("database error", exc_info=error)
+    return JSONResponse(status_code=500, content={"detail": "Internal error."})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TaskError, _task_error)
+    app.add_exception_handler(DBAPIError, _database_error)

@@ -77,8 +77,8 @@ async def metrics(runtime: RuntimeDep) -> Response:
     """Counters and histograms of this process; queue gauges read from the database."""
     collected = runtime.metrics
     try:
-        async with runtime.database.sessions() as session:
-            waiting, oldest_age = await waiting_summary(session)
+        async with runtime.database.autocommit.connect() as connection:
+            waiting, oldest_age = await waiting_summary(connection)
         collected.tasks_waiting.set(waiting)
         collected.oldest_waiting_age.set(oldest_age)
     except Exception:  # the scrape still answers; the gauges keep their last values

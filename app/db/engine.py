@@ -20,20 +20,27 @@ class Database:
     url: URL
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # The same pool without BEGIN/COMMIT: for writes that are one statement, one round trip.
+    autocommit: AsyncEngine
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
 def create_database(url: URL, *, pool_size: int, application_name: str) -> Database:
-    """Build the engine; `pool_pre_ping` lets the service ride out a database restart."""
+    """Build the engine.
+
+    No `pool_pre_ping`: it costs a round trip per checkout. After a database restart the
+    first statement on a dead connection fails, SQLAlchemy then discards the whole pool,
+    and the pipeline retries its writes (see `TaskRunner._write`).
+    """
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": application_name}},
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    return Database(url=url, engine=engine, sessions=sessions)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return Database(url=url, engine=engine, sessions=sessions, autocommit=autocommit)

@@ -2,6 +2,10 @@
 
 Every write after the claim is fenced by `lease_owner`: a worker that lost its lease
 (expired and taken over, or the task was deleted) changes nothing and stops.
+
+Each write after the claim is one statement that moves the task, appends the history
+row it implies and sends its NOTIFY, so it runs without a transaction of its own (one
+round trip, on an autocommit connection) and is still all-or-nothing.
 """
 
 from __future__ import annotations
@@ -11,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import bindparam
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.tasks.history import EventRecord, append_event
+from app.tasks.history import EVENTS_CHANNEL
 from app.tasks.status import TaskStatus
 
 _UNFINISHED = "status NOT IN ('completed', 'failed')"
@@ -24,7 +27,7 @@ _UNFINISHED = "status NOT IN ('completed', 'failed')"
 
 @dataclass(frozen=True)
 class ClaimedTask:
-    """What a worker needs to know about the task it now holds."""
+    """What a worker needs to know about the task it now holds, and its next stage's input."""
 
     id: uuid.UUID
     user_id: uuid.UUID
@@ -35,10 +38,19 @@ class ClaimedTask:
     has_preprocessed_audio: bool
     result: str | None
     created_at: datetime
+    audio: bytes | None  # the upload, or the preprocessed WAV once that exists
 
+
+# Claims queue up behind one transaction-scoped advisory lock. Without it, claims running
+# at the same moment cannot see each other's uncommitted leases and the per-user cap
+# overshoots; with it, each claim's statement starts after the previous claim committed.
+# A claim is two short statements, so this still allows about a thousand claims a second.
+CLAIM_LOCK_KEY = 0x1175_7A5C
+_TAKE_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 # The oldest runnable task whose lease is free or expired, skipping rows another worker
 # is claiming right now, and skipping users who already have enough tasks in flight.
+# It returns the audio the next stage needs, so the worker needs no second read.
 _CLAIM = text(
     f"""
     WITH candidate AS (
@@ -55,36 +67,33 @@ _CLAIM = text(
         ORDER BY t.created_at, t.id
         LIMIT 1
         FOR UPDATE OF t SKIP LOCKED
+    ), claimed AS (
+        UPDATE tasks SET
+            lease_owner = :owner,
+            lease_expires_at = now() + make_interval(secs => :lease),
+            claim_count = claim_count + 1
+        FROM candidate WHERE tasks.id = candidate.id
+        RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
+                  tasks.claim_count, tasks.result, tasks.created_at
     )
-    UPDATE tasks SET
-        lease_owner = :owner,
-        lease_expires_at = now() + make_interval(secs => :lease),
-        claim_count = claim_count + 1
-    FROM candidate WHERE tasks.id = candidate.id
-    RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
-              tasks.claim_count, tasks.result, tasks.created_at,
-              EXISTS (SELECT 1 FROM task_audio a
-                      WHERE a.task_id = tasks.id AND a.kind = 'preprocessed')
-                  AS has_preprocessed_audio
+    SELECT claimed.*, wav.content IS NOT NULL AS has_preprocessed_audio,
+           CASE WHEN wav.content IS NULL THEN upload.content
+                WHEN claimed.result IS NULL THEN wav.content END AS audio
+    FROM claimed
+    LEFT JOIN task_audio wav ON wav.task_id = claimed.id AND wav.kind = 'preprocessed'
+    LEFT JOIN task_audio upload ON upload.task_id = claimed.id AND upload.kind = 'upload'
     """
 )
 
 
-# Claims queue up behind one transaction-scoped advisory lock. Without it, claims running
-# at the same moment cannot see each other's uncommitted leases and the per-user cap
-# overshoots; with it, each claim's statement starts after the previous claim committed.
-# A claim is one short statement, so this still allows about a thousand claims a second.
-CLAIM_LOCK_KEY = 0x1175_7A5C
-
-
 async def claim_next_task(
-    session: AsyncSession, *, owner: str, lease_seconds: float, per_user: int
+    connection: AsyncConnection, *, owner: str, lease_seconds: float, per_user: int
 ) -> ClaimedTask | None:
-    """Lease the next task to `owner`; run it in a transaction of its own and commit at once."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+    """Lease the next task to `owner`; the caller's transaction must commit at once."""
+    await connection.execute(_TAKE_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY})
     row = (
         (
-            await session.execute(
+            await connection.execute(
                 _CLAIM, {"owner": owner, "lease": lease_seconds, "per_user": per_user}
             )
         )
@@ -93,6 +102,7 @@ async def claim_next_task(
     )
     if row is None:
         return None
+    audio = row["audio"]
     return ClaimedTask(
         id=row["id"],
         user_id=row["user_id"],
@@ -103,6 +113,182 @@ async def claim_next_task(
         has_preprocessed_audio=row["has_preprocessed_audio"],
         result=row["result"],
         created_at=row["created_at"],
+        audio=None if audio is None else bytes(audio),
+    )
+
+
+def _recorded(update: str, *, kind: str = "'status'", extra: str = "", **event: str) -> TextClause:
+    """`update` (one task, RETURNING id, status, last_event_seq) with its history row and
+    NOTIFY, as one statement; it returns a row only if the task was updated."""
+    columns = {"stage": "NULL", "attempt": "NULL", "detail": "NULL", **event}
+    return text(
+        f"""
+        WITH moved AS ({update}){extra},
+        recorded AS (
+            INSERT INTO task_events (task_id, seq, kind, status, stage, attempt, detail)
+            SELECT id, last_event_seq, {kind}, status,
+                   {columns["stage"]}, {columns["attempt"]}, {columns["detail"]}
+            FROM moved
+            RETURNING task_id, seq
+        )
+        SELECT seq, pg_notify('{EVENTS_CHANNEL}', task_id::text || ':' || seq) FROM recorded
+        """
+    )
+
+
+_NEXT_EVENT = "last_event_seq = last_event_seq + 1, updated_at = now()"
+_HELD = "id = :task_id AND lease_owner = :owner"
+
+_ADVANCE = _recorded(
+    f"""
+    UPDATE tasks SET status = :status, stage_attempts = :stage_attempts, {_NEXT_EVENT}
+    WHERE {_HELD}
+    RETURNING id, status, last_event_seq
+    """
+)
+_PREPROCESSED = _recorded(
+    f"""
+    UPDATE tasks SET status = 'transcribing', stage_attempts = 0, {_NEXT_EVENT}
+    WHERE {_HELD}
+    RETURNING id, status, last_event_seq
+    """,
+    extra="""
+    , stored AS (
+        INSERT INTO task_audio (task_id, kind, content, filename, content_type, size)
+        SELECT id, 'preprocessed', CAST(:wav AS bytea), 'audio.wav', 'audio/wav', :size
+        FROM moved
+        ON CONFLICT (task_id, kind) DO UPDATE SET content = EXCLUDED.content,
+            size = EXCLUDED.size
+    )""",
+)
+_TRANSCRIBED = _recorded(
+    f"""
+    UPDATE tasks SET status = 'evaluating', result = :result, stage_attempts = 0, {_NEXT_EVENT}
+    WHERE {_HELD}
+    RETURNING id, status, last_event_seq
+    """
+)
+_COMPLETE = _recorded(
+    f"""
+    UPDATE tasks SET status = 'completed', accuracy = :accuracy, mistakes = :mistakes,
+        comment = NULL, completed_at = now(), stage_attempts = 0,
+        lease_owner = NULL, lease_expires_at = NULL, {_NEXT_EVENT}
+    WHERE {_HELD}
+    RETURNING id, status, last_event_seq
+    """
+).bindparams(bindparam("mistakes", type_=JSONB))
+_FAIL = _recorded(
+    f"""
+    UPDATE tasks SET status = 'failed', comment = :comment, completed_at = now(),
+        lease_owner = NULL, lease_expires_at = NULL, {_NEXT_EVENT}
+    WHERE id = :task_id AND lease_owner = :owner AND {_UNFINISHED}
+    RETURNING id, status, last_event_seq
+    """,
+    detail=":comment",
+)
+_RETRY_LATER = _recorded(
+    f"""
+    UPDATE tasks SET stage_attempts = :attempts,
+        run_after = now() + make_interval(secs => :delay),
+        lease_owner = NULL, lease_expires_at = NULL, {_NEXT_EVENT}
+    WHERE {_HELD}
+    RETURNING id, status, last_event_seq
+    """,
+    kind="'retry'",
+    stage=":stage",
+    attempt=":attempts",
+    detail=":reason",
+)
+
+
+async def _moved(connection: AsyncConnection, statement: TextClause, **params: Any) -> bool:
+    """Run one `_recorded` statement; False when the lease was gone and nothing happened."""
+    return (await connection.execute(statement, params)).first() is not None
+
+
+async def advance_status(
+    connection: AsyncConnection,
+    task_id: uuid.UUID,
+    *,
+    owner: str,
+    status: TaskStatus,
+    stage_attempts: int,
+) -> bool:
+    """Move the held task to `status` and record the transition."""
+    return await _moved(
+        connection,
+        _ADVANCE,
+        task_id=task_id,
+        owner=owner,
+        status=status.value,
+        stage_attempts=stage_attempts,
+    )
+
+
+async def store_preprocessed_audio(
+    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, wav: bytes
+) -> bool:
+    """Keep the WAV and move on to transcribing, in one step."""
+    return await _moved(
+        connection, _PREPROCESSED, task_id=task_id, owner=owner, wav=wav, size=len(wav)
+    )
+
+
+async def store_transcription(
+    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, transcription: str
+) -> bool:
+    """Keep the transcription and move on to evaluating, in one step."""
+    return await _moved(
+        connection, _TRANSCRIBED, task_id=task_id, owner=owner, result=transcription
+    )
+
+
+async def complete_task(
+    connection: AsyncConnection,
+    task_id: uuid.UUID,
+    *,
+    owner: str,
+    accuracy: float,
+    mistakes: list[Any],
+) -> bool:
+    """Store the assessment and finish the task in one step."""
+    return await _moved(
+        connection,
+        _COMPLETE,
+        task_id=task_id,
+        owner=owner,
+        accuracy=accuracy,
+        mistakes=mistakes,
+    )
+
+
+async def fail_task(
+    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, comment: str
+) -> bool:
+    """End the task as failed with `comment` naming the stage and the reason."""
+    return await _moved(connection, _FAIL, task_id=task_id, owner=owner, comment=comment)
+
+
+async def release_for_retry(
+    connection: AsyncConnection,
+    task_id: uuid.UUID,
+    *,
+    owner: str,
+    stage: str,
+    attempts: int,
+    delay_seconds: float,
+    reason: str,
+) -> bool:
+    """Give the task back with a not-before time, recording the retry and its reason."""
+    return await _moved(
+        connection,
+        _RETRY_LATER,
+        task_id=task_id,
+        owner=owner,
+        stage=stage,
+        attempts=attempts,
+        delay=delay_seconds,
+        reason=reason,
     )
 
 
@@ -119,202 +305,42 @@ _NEXT_DUE = text(
 )
 
 
-async def seconds_until_next_due(session: AsyncSession) -> float | None:
+async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
     """How long until some unfinished task becomes claimable (None: there is none)."""
-    value = await session.scalar(_NEXT_DUE)
+    value = await connection.scalar(_NEXT_DUE)
     return None if value is None else float(value)
 
 
 _RENEW = text(
-    """
+    f"""
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)
-    WHERE id = :task_id AND lease_owner = :owner
+    WHERE {_HELD}
     RETURNING id
     """
 )
 
 
 async def renew_lease(
-    session: AsyncSession, task_id: uuid.UUID, *, owner: str, lease_seconds: float
+    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, lease_seconds: float
 ) -> bool:
     """Extend the lease; False when it is gone (task deleted or taken over)."""
-    renewed = await session.execute(
+    renewed = await connection.execute(
         _RENEW, {"task_id": task_id, "owner": owner, "lease": lease_seconds}
     )
     return renewed.first() is not None
 
 
-_ADVANCE = text(
-    """
-    UPDATE tasks SET status = :status, stage_attempts = :stage_attempts
-    WHERE id = :task_id AND lease_owner = :owner
-    RETURNING id
-    """
-)
-
-
-async def advance_status(
-    session: AsyncSession,
-    task_id: uuid.UUID,
-    *,
-    owner: str,
-    status: TaskStatus,
-    reset_attempts: bool,
-    current_attempts: int,
-) -> bool:
-    """Move the held task to `status` and record the transition; False if the lease is lost."""
-    moved = await session.execute(
-        _ADVANCE,
-        {
-            "task_id": task_id,
-            "owner": owner,
-            "status": status.value,
-            "stage_attempts": 0 if reset_attempts else current_attempts,
-        },
-    )
-    if moved.first() is None:
-        return False
-    await append_event(session, task_id, EventRecord(kind="status", status=status))
-    return True
-
-
-async def load_audio(session: AsyncSession, task_id: uuid.UUID, kind: str) -> bytes | None:
-    content = await session.scalar(
-        text("SELECT content FROM task_audio WHERE task_id = :task_id AND kind = :kind"),
-        {"task_id": task_id, "kind": kind},
-    )
-    return None if content is None else bytes(content)
-
-
-async def store_preprocessed_audio(session: AsyncSession, task_id: uuid.UUID, wav: bytes) -> None:
-    await session.execute(
-        text(
-            """
-            INSERT INTO task_audio (task_id, kind, content, filename, content_type, size)
-            VALUES (:task_id, 'preprocessed', :content, 'audio.wav', 'audio/wav', :size)
-            ON CONFLICT (task_id, kind) DO UPDATE SET content = EXCLUDED.content,
-                size = EXCLUDED.size
-            """
-        ),
-        {"task_id": task_id, "content": wav, "size": len(wav)},
-    )
-
-
-async def store_transcription(
-    session: AsyncSession, task_id: uuid.UUID, *, owner: str, transcription: str
-) -> bool:
-    stored = await session.execute(
-        text(
-            "UPDATE tasks SET result = :result WHERE id = :task_id AND lease_owner = :owner "
-            "RETURNING id"
-        ),
-        {"task_id": task_id, "owner": owner, "result": transcription},
-    )
-    return stored.first() is not None
-
-
-_COMPLETE = text(
-    """
-    UPDATE tasks SET status = 'completed', accuracy = :accuracy, mistakes = :mistakes,
-        comment = NULL, completed_at = now(), stage_attempts = 0,
-        lease_owner = NULL, lease_expires_at = NULL
-    WHERE id = :task_id AND lease_owner = :owner
-    RETURNING id
-    """
-).bindparams(bindparam("mistakes", type_=JSONB))
-
-
-async def complete_task(
-    session: AsyncSession,
-    task_id: uuid.UUID,
-    *,
-    owner: str,
-    accuracy: float,
-    mistakes: list[Any],
-) -> bool:
-    """Store the assessment and finish the task in one step."""
-    done = await session.execute(
-        _COMPLETE, {"task_id": task_id, "owner": owner, "accuracy": accuracy, "mistakes": mistakes}
-    )
-    if done.first() is None:
-        return False
-    await append_event(session, task_id, EventRecord(kind="status", status=TaskStatus.COMPLETED))
-    return True
-
-
-_FAIL = text(
-    f"""
-    UPDATE tasks SET status = 'failed', comment = :comment, completed_at = now(),
-        lease_owner = NULL, lease_expires_at = NULL
-    WHERE id = :task_id AND (lease_owner = :owner OR :owner IS NULL) AND {_UNFINISHED}
-    RETURNING id
-    """
-)
-
-
-async def fail_task(
-    session: AsyncSession, task_id: uuid.UUID, *, owner: str | None, comment: str
-) -> bool:
-    """End the task as failed with `comment` naming the stage and the reason."""
-    failed = await session.execute(_FAIL, {"task_id": task_id, "owner": owner, "comment": comment})
-    if failed.first() is None:
-        return False
-    await append_event(
-        session, task_id, EventRecord(kind="status", status=TaskStatus.FAILED, detail=comment)
-    )
-    return True
-
-
-_RETRY_LATER = text(
-    """
-    UPDATE tasks SET stage_attempts = :attempts,
-        run_after = now() + make_interval(secs => :delay),
-        lease_owner = NULL, lease_expires_at = NULL
-    WHERE id = :task_id AND lease_owner = :owner
-    RETURNING status
-    """
-)
-
-
-async def release_for_retry(
-    session: AsyncSession,
-    task_id: uuid.UUID,
-    *,
-    owner: str,
-    stage: str,
-    attempts: int,
-    delay_seconds: float,
-    reason: str,
-) -> bool:
-    """Give the task back with a not-before time, recording the retry and its reason."""
-    status = await session.scalar(
-        _RETRY_LATER,
-        {"task_id": task_id, "owner": owner, "attempts": attempts, "delay": delay_seconds},
-    )
-    if status is None:
-        return False
-    await append_event(
-        session,
-        task_id,
-        EventRecord(kind="retry", status=status, stage=stage, attempt=attempts, detail=reason),
-    )
-    return True
-
-
-async def release_lease(session: AsyncSession, task_id: uuid.UUID, *, owner: str) -> None:
+async def release_lease(connection: AsyncConnection, task_id: uuid.UUID, *, owner: str) -> None:
     """Hand an unfinished task back at once (graceful shutdown)."""
-    await session.execute(
-        text(
-            "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE id = :task_id AND lease_owner = :owner"
-        ),
+    await connection.execute(
+        text(f"UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL WHERE {_HELD}"),
         {"task_id": task_id, "owner": owner},
     )
 
 
-async def release_all_leases(session: AsyncSession, *, owner: str) -> int:
+async def release_all_leases(connection: AsyncConnection, *, owner: str) -> int:
     """Hand back every task this process still holds."""
-    released = await session.execute(
+    released = await connection.execute(
         text(
             "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL "
             "WHERE lease_owner = :owner RETURNING id"
@@ -324,9 +350,9 @@ async def release_all_leases(session: AsyncSession, *, owner: str) -> int:
     return len(released.all())
 
 
-async def purge_expired_audio(session: AsyncSession, *, older_than_hours: float) -> int:
+async def purge_expired_audio(connection: AsyncConnection, *, older_than_hours: float) -> int:
     """Delete the audio of tasks finished more than `older_than_hours` ago; results stay."""
-    purged = await session.execute(
+    purged = await connection.execute(
         text(
             """
             DELETE FROM task_audio a USING tasks t
@@ -340,10 +366,10 @@ async def purge_expired_audio(session: AsyncSession, *, older_than_hours: float)
     return len(purged.all())
 
 
-async def waiting_summary(session: AsyncSession) -> tuple[int, float]:
+async def waiting_summary(connection: AsyncConnection) -> tuple[int, float]:
     """Unfinished tasks nobody holds, and the age in seconds of the oldest of them."""
     row = (
-        await session.execute(
+        await connection.execute(
             text(
                 f"""
                 SELECT count(*), coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)

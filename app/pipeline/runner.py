@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
+from app.db.engine import Database
 from app.logs import stage_var, task_context
 from app.metrics import Metrics
 from app.pipeline import queue
@@ -57,7 +58,7 @@ class TaskRunner:
     def __init__(
         self,
         settings: Settings,
-        sessions: async_sessionmaker[AsyncSession],
+        database: Database,
         clients: StageClients,
         *,
         owner: str,
@@ -67,7 +68,7 @@ class TaskRunner:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.sessions = sessions
+        self.database = database
         self.clients = clients
         self.owner = owner
         self.schedule_wakeup = schedule_wakeup
@@ -77,9 +78,9 @@ class TaskRunner:
 
     async def claim(self) -> HeldTask | None:
         """Claim the next task, then enter its first unfinished stage."""
-        async with self.sessions() as session, session.begin():
+        async with self.database.engine.begin() as connection:
             task = await queue.claim_next_task(
-                session,
+                connection,
                 owner=self.owner,
                 lease_seconds=self.settings.worker_lease_seconds,
                 per_user=self.settings.max_active_tasks_per_user,
@@ -88,57 +89,44 @@ class TaskRunner:
             return None
         held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
         try:
-            async with self.sessions() as session, session.begin():
-                if task.claim_count > self.settings.pipeline_max_claims:
-                    # Every earlier holder vanished mid-task (crash, kill): stop trying.
-                    await queue.fail_task(
-                        session,
-                        task.id,
-                        owner=self.owner,
-                        comment=f"abandoned after {task.claim_count - 1} interrupted attempts",
-                    )
-                    return None
-                await self._enter_first_stage(session, held)
+            if task.claim_count > self.settings.pipeline_max_claims:
+                # Every earlier holder vanished mid-task (crash, kill): stop trying.
+                comment = f"abandoned after {task.claim_count - 1} interrupted attempts"
+                if await self._write(
+                    lambda c: queue.fail_task(c, task.id, owner=self.owner, comment=comment)
+                ):
+                    self._finished(task, TaskStatus.FAILED)
+                return None
+            await self._enter_first_stage(held)
         except LeaseLost:  # deleted between the claim and now
             return None
         return held
 
-    async def _enter_first_stage(self, session: AsyncSession, held: HeldTask) -> None:
+    async def _enter_first_stage(self, held: HeldTask) -> None:
         task = held.task
         if held.status is TaskStatus.CREATED:
-            await self._advance(session, held, TaskStatus.STARTED, reset_attempts=True)
+            await self._advance(held, TaskStatus.STARTED)
         if not task.has_preprocessed_audio:
-            await self._advance(session, held, TaskStatus.PREPROCESSING)
-            held.pcm = await queue.load_audio(session, task.id, "upload")
+            await self._advance(held, TaskStatus.PREPROCESSING)
+            held.pcm = task.audio
         elif task.result is None:
-            await self._advance(session, held, TaskStatus.TRANSCRIBING)
-            held.wav = await queue.load_audio(session, task.id, "preprocessed")
+            await self._advance(held, TaskStatus.TRANSCRIBING)
+            held.wav = task.audio
         else:
-            await self._advance(session, held, TaskStatus.EVALUATING)
+            await self._advance(held, TaskStatus.EVALUATING)
             held.transcription = task.result
 
-    async def _advance(
-        self,
-        session: AsyncSession,
-        held: HeldTask,
-        status: TaskStatus,
-        *,
-        reset_attempts: bool = False,
-    ) -> None:
+    async def _advance(self, held: HeldTask, status: TaskStatus) -> None:
         if held.status is status:
             return  # resumed in the stage it was in: no repeated transition
-        if not await queue.advance_status(
-            session,
-            held.task.id,
-            owner=self.owner,
-            status=status,
-            reset_attempts=reset_attempts,
-            current_attempts=held.attempts,
-        ):
+        moved = await self._write(
+            lambda c: queue.advance_status(
+                c, held.task.id, owner=self.owner, status=status, stage_attempts=held.attempts
+            )
+        )
+        if not moved:
             raise LeaseLost()
         held.status = status
-        if reset_attempts:
-            held.attempts = 0
 
     # ------------------------------------------------------------------ stages
 
@@ -174,14 +162,24 @@ class TaskRunner:
             if held.pcm is None:
                 raise PermanentFailure("the uploaded audio is gone")
             wav = await self._call(task, self.clients.preprocessing.preprocess(held.pcm))
-            await self._commit_stage(held, TaskStatus.TRANSCRIBING, store_wav=wav)
+            await self._commit_stage(
+                held,
+                TaskStatus.TRANSCRIBING,
+                lambda c: queue.store_preprocessed_audio(c, task.id, owner=self.owner, wav=wav),
+            )
             held.wav, held.pcm = wav, None
         if held.status is TaskStatus.TRANSCRIBING:
             stage_var.set(_stage_name(held.status))
             if held.wav is None:
                 raise PermanentFailure("the preprocessed audio is gone")
             transcription = await self._call(task, self.clients.transcribing.transcribe(held.wav))
-            await self._commit_stage(held, TaskStatus.EVALUATING, store_result=transcription)
+            await self._commit_stage(
+                held,
+                TaskStatus.EVALUATING,
+                lambda c: queue.store_transcription(
+                    c, task.id, owner=self.owner, transcription=transcription
+                ),
+            )
             held.transcription, held.wav = transcription, None
         if held.status is TaskStatus.EVALUATING:
             stage_var.set(_stage_name(held.status))
@@ -207,22 +205,12 @@ class TaskRunner:
         self,
         held: HeldTask,
         next_status: TaskStatus,
-        *,
-        store_wav: bytes | None = None,
-        store_result: str | None = None,
+        store: Callable[[AsyncConnection], Awaitable[bool]],
     ) -> None:
-        """Store a stage's output and move to the next status in one transaction."""
-
-        async def write(session: AsyncSession) -> None:
-            await self._advance(session, held, next_status, reset_attempts=True)
-            if store_wav is not None:
-                await queue.store_preprocessed_audio(session, held.task.id, store_wav)
-            if store_result is not None:
-                await queue.store_transcription(
-                    session, held.task.id, owner=self.owner, transcription=store_result
-                )
-
-        await self._write(write)
+        """Store a stage's output and move to the next status, in one statement."""
+        if not await self._write(store):
+            raise LeaseLost()
+        held.status, held.attempts = next_status, 0
         if self.is_stopping():
             raise StopRequested()
 
@@ -247,9 +235,9 @@ class TaskRunner:
         while True:
             await asyncio.sleep(interval)
             try:
-                async with self.sessions() as session, session.begin():
+                async with self.database.autocommit.connect() as connection:
                     renewed = await queue.renew_lease(
-                        session,
+                        connection,
                         task.id,
                         owner=self.owner,
                         lease_seconds=self.settings.worker_lease_seconds,
@@ -307,8 +295,9 @@ class TaskRunner:
         age = (datetime.now(UTC) - task.created_at).total_seconds()
         self.metrics.task_duration.labels(status.value).observe(max(age, 0.0))
 
-    async def _write(self, step: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """Run `step` in its own transaction, retrying while the database is unreachable.
+    async def _write(self, step: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `step` (one statement) on an autocommit connection, retrying while the
+        database is unreachable.
 
         The stage output is in memory and the lease still fences the write, so riding
         out a database restart here saves calling the stage again.
@@ -317,8 +306,8 @@ class TaskRunner:
         pause = 0.2
         while True:
             try:
-                async with self.sessions() as session, session.begin():
-                    return await step(session)
+                async with self.database.autocommit.connect() as connection:
+                    return await step(connection)
             except (LeaseLost, StopRequested):
                 raise
             except Exception as error:

@@ -9,9 +9,8 @@ import os
 import socket
 import uuid
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from app.config import Settings
+from app.db.engine import Database
 from app.metrics import Metrics
 from app.pipeline import queue
 from app.pipeline.clients import StageClients
@@ -34,14 +33,14 @@ class WorkerPool:
     def __init__(
         self,
         settings: Settings,
-        sessions: async_sessionmaker[AsyncSession],
+        database: Database,
         clients: StageClients,
         metrics: Metrics,
         *,
         owner: str | None = None,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
+        self.database = database
         self.owner = owner or lease_owner_name()
         self.wakeup = Wakeup()
         self._stopping = False
@@ -49,7 +48,7 @@ class WorkerPool:
         self._housekeeping: asyncio.Task[None] | None = None
         self.runner = TaskRunner(
             settings,
-            sessions,
+            database,
             clients,
             owner=self.owner,
             schedule_wakeup=self.wakeup.notify_later,
@@ -88,8 +87,8 @@ class WorkerPool:
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
         with contextlib.suppress(Exception):
-            async with self.sessions() as session, session.begin():
-                released = await queue.release_all_leases(session, owner=self.owner)
+            async with self.database.autocommit.connect() as connection:
+                released = await queue.release_all_leases(connection, owner=self.owner)
             if released:
                 log.info("handed back %d unfinished task(s) for another process", released)
 
@@ -117,8 +116,8 @@ class WorkerPool:
         """Sleep until woken, until the next retry falls due, or the poll interval passes."""
         timeout = self.settings.worker_poll_seconds
         with contextlib.suppress(Exception):
-            async with self.sessions() as session:
-                due = await queue.seconds_until_next_due(session)
+            async with self.database.autocommit.connect() as connection:
+                due = await queue.seconds_until_next_due(connection)
             if due is not None:
                 timeout = min(timeout, max(due, 0.05))
         if not self._stopping:
@@ -130,8 +129,8 @@ class WorkerPool:
         interval = min(RETENTION_INTERVAL_SECONDS, hours * 3600 / 4)
         while True:
             try:
-                async with self.sessions() as session, session.begin():
-                    purged = await queue.purge_expired_audio(session, older_than_hours=hours)
+                async with self.database.autocommit.connect() as connection:
+                    purged = await queue.purge_expired_audio(connection, older_than_hours=hours)
                 if purged:
                     log.info("retention: purged the audio of %d finished task(s)", purged)
             except Exception:
