@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Form
 
-from app.api.deps import RuntimeDep, SessionDep
+from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep
 from app.api.schemas import (
     ErrorResponse,
     LegacyCreatedResponse,
@@ -49,7 +49,7 @@ async def transcribe(
     response_model=list[LegacyTaskSummary],
     summary="List the user's tasks, newest first (legacy)",
 )
-async def list_tasks(session: SessionDep, body: UserBody) -> list[LegacyTaskSummary]:
+async def list_tasks(session: ReadSessionDep, body: UserBody) -> list[LegacyTaskSummary]:
     tasks = await service.list_all_tasks(session, body.user_id)
     return [LegacyTaskSummary.model_validate(task) for task in tasks]
 
@@ -60,6 +60,8 @@ async def list_tasks(session: SessionDep, body: UserBody) -> list[LegacyTaskSumm
     summary="Read one task (legacy)",
     responses=NOT_FOUND,
 )
-async def read_task(session: SessionDep, task_id: uuid.UUID, body: UserBody) -> LegacyTaskDetail:
+async def read_task(
+    session: ReadSessionDep, task_id: uuid.UUID, body: UserBody
+) -> LegacyTaskDetail:
     task = await service.get_task(session, body.user_id, task_id)
     return LegacyTaskDetail.model_validate(task)

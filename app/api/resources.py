@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.api.deps import RuntimeDep, SessionDep, UserIdDep
+from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep, UserIdDep
 from app.api.schemas import (
     UNAUTHENTICATED,
     ErrorResponse,
@@ -61,7 +61,7 @@ async def create_task(
     responses={400: {"model": ErrorResponse, "description": "The cursor is not valid."}},
 )
 async def list_tasks(
-    session: SessionDep,
+    session: ReadSessionDep,
     user_id: UserIdDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[
@@ -97,7 +97,9 @@ async def delete_task(session: SessionDep, user_id: UserIdDep, task_id: uuid.UUI
     summary="Read one task",
     responses=NOT_FOUND,
 )
-async def read_task(session: SessionDep, user_id: UserIdDep, task_id: uuid.UUID) -> TaskResource:
+async def read_task(
+    session: ReadSessionDep, user_id: UserIdDep, task_id: uuid.UUID
+) -> TaskResource:
     task, timings = await service.get_task_with_stages(session, user_id, task_id)
     resource = TaskResource.model_validate(task)
     resource.stages = [

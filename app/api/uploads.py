@@ -52,7 +52,7 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-def require_multipart(request: Request) -> None:
+async def require_multipart(request: Request) -> None:
     """Refuse a body that is not a form upload before anything else is looked at."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
@@ -74,7 +74,7 @@ class Upload:
     idempotency_key: str | None
 
 
-def upload_parts(
+async def upload_parts(
     file: FileField,
     title: TitleField,
     text_id: TextIdField,

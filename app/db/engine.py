@@ -22,6 +22,8 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     # The same pool without BEGIN/COMMIT: for writes that are one statement, one round trip.
     autocommit: AsyncEngine
+    # Sessions on it, for requests that only read.
+    read_sessions: async_sessionmaker[AsyncSession]
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -43,4 +45,10 @@ def create_database(url: URL, *, pool_size: int, application_name: str) -> Datab
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return Database(url=url, engine=engine, sessions=sessions, autocommit=autocommit)
+    return Database(
+        url=url,
+        engine=engine,
+        sessions=sessions,
+        autocommit=autocommit,
+        read_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
+    )

@@ -5,12 +5,26 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import Row, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Task, TaskAudio
+
+LIST_COLUMNS = (
+    Task.id,
+    Task.user_id,
+    Task.text_id,
+    Task.title,
+    Task.status,
+    Task.accuracy,
+    Task.comment,
+    Task.created_at,
+    Task.updated_at,
+    Task.completed_at,
+)
 
 
 @dataclass(frozen=True)
@@ -93,9 +107,13 @@ async def list_user_tasks(
     limit: int | None,
     after: PageCursor | None = None,
     status: str | None = None,
-) -> list[Task]:
-    """The user's tasks newest first, served by `ix_tasks_user_created`."""
-    query = select(Task).where(Task.user_id == user_id)
+) -> list[Row[Any]]:
+    """The user's tasks newest first, served by `ix_tasks_user_created`.
+
+    Only the columns a list shows: rows, not ORM objects, which cost several times more
+    per row than the query itself.
+    """
+    query = select(*LIST_COLUMNS).where(Task.user_id == user_id)
     if status is not None:
         query = query.where(Task.status == status)
     if after is not None:
@@ -103,7 +121,7 @@ async def list_user_tasks(
     query = query.order_by(Task.created_at.desc(), Task.id.desc())
     if limit is not None:
         query = query.limit(limit)
-    return list(await session.scalars(query))
+    return list(await session.execute(query))
 
 
 async def delete_user_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID) -> bool:

@@ -11,7 +11,9 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Task
@@ -52,7 +54,7 @@ class CreatedTask:
 
 @dataclass(frozen=True)
 class TaskPage:
-    tasks: list[Task]
+    tasks: list[Row[Any]]  # the columns of `repository.LIST_COLUMNS`
     next_cursor: str | None
 
 
@@ -114,7 +116,7 @@ async def get_task_with_stages(
     return task, stage_timings(await list_events(session, task.id))
 
 
-async def list_all_tasks(session: AsyncSession, user_id: uuid.UUID) -> list[Task]:
+async def list_all_tasks(session: AsyncSession, user_id: uuid.UUID) -> list[Row[Any]]:
     """Every task of the user, newest first (the legacy list has no pagination)."""
     return await repository.list_user_tasks(session, user_id, limit=None)
 
