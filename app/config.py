@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     service_feedback: FeedbackService = Field(default_factory=FeedbackService)
 
     max_upload_mb: float = Field(default=25, gt=0)
+    # Upload bytes held in memory at once across requests; more uploads wait their turn.
+    upload_memory_mb: float = Field(default=64, gt=0)
 
     # The pipeline (see app/pipeline).
     worker_concurrency: int = Field(default=8, ge=0, description="0 runs no workers here.")

@@ -14,6 +14,7 @@ from app.api import health, legacy, operations, resources, streams
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
+from app.api.upload_memory import UploadMemory
 from app.config import STAGES, Settings, StageName, load_settings
 from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
@@ -105,6 +106,7 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
                 workers=workers,
                 hub=hub,
                 metrics=metrics,
+                upload_memory=UploadMemory(int(settings.upload_memory_mb * 1024 * 1024)),
             )
             yield
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.api.upload_memory import UploadMemory
 from app.config import Settings
 from app.db.engine import Database
 from app.events.hub import EventHub
@@ -22,3 +23,4 @@ class Runtime:
     workers: WorkerPool
     hub: EventHub
     metrics: Metrics
+    upload_memory: UploadMemory

@@ -95,14 +95,15 @@ async def create_from_upload(
     session: AsyncSession, runtime: Runtime, user_id: uuid.UUID, upload: Upload
 ) -> CreatedTask:
     """Validate the upload, store the task and count it (a replayed retry is not new)."""
-    new = await read_upload(
-        runtime.settings,
-        user_id=user_id,
-        text_id=upload.text_id,
-        title=upload.title,
-        file=upload.file,
-    )
-    created = await service.create_task(session, new, idempotency_key=upload.idempotency_key)
+    async with runtime.upload_memory.reserve(upload.file.size or 0):
+        new = await read_upload(
+            runtime.settings,
+            user_id=user_id,
+            text_id=upload.text_id,
+            title=upload.title,
+            file=upload.file,
+        )
+        created = await service.create_task(session, new, idempotency_key=upload.idempotency_key)
     if not created.replayed:
         runtime.metrics.tasks_created.inc()
     return created

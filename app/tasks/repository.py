@@ -72,8 +72,9 @@ async def insert_audio(
     filename: str | None,
     content_type: str | None,
 ) -> None:
-    session.add(
-        TaskAudio(
+    # A Core insert: an ORM object would keep the bytes alive until the session closes.
+    await session.execute(
+        insert(TaskAudio).values(
             task_id=task_id,
             kind=kind,
             content=content,
@@ -82,7 +83,6 @@ async def insert_audio(
             size=len(content),
         )
     )
-    await session.flush()
 
 
 async def find_by_idempotency_key(

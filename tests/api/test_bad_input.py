@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -207,3 +208,25 @@ async def test_odd_file_metadata_is_cleaned_not_fatal(
     async with engine.connect() as connection:
         filename = await connection.scalar(text("SELECT filename FROM task_audio"))
     assert filename == "x" * 255
+
+
+async def test_uploads_beyond_the_memory_budget_wait_their_turn() -> None:
+    """Concurrent uploads never hold more than the budget in memory together."""
+    from app.api.upload_memory import UploadMemory
+
+    memory = UploadMemory(budget_bytes=10)
+    inside = 0
+    most = 0
+
+    async def upload(size: int) -> None:
+        nonlocal inside, most
+        held = min(memory.budget, size * 2)  # one upload larger than the budget takes it all
+        async with memory.reserve(size):
+            inside += held
+            most = max(most, inside)
+            await asyncio.sleep(0)
+            inside -= held
+
+    await asyncio.gather(*(upload(2) for _ in range(8)), upload(100))
+    assert most <= 10
+    assert memory.free == memory.budget
