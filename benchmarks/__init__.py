@@ -1,0 +1,1 @@
+"""Load benchmarks of the task manager (not tests): see benchmarks/README.md."""

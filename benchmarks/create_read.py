@@ -1,0 +1,474 @@
+"""Create and read at load (issue 2): uploads per second, peak RSS, page latency.
+
+    .venv/bin/python -m benchmarks.create_read [--requests 2000] [--seconds 60] ...
+
+The service runs as `python start.py` in production mode with no workers
+(MANAGER_WORKER_CONCURRENCY=0), so only the API and PostgreSQL are measured. Each part
+gets a fresh service process, so its memory figures are its own.
+
+  (a) 100 KB uploads to POST /tasks from 16 concurrent clients: tasks/s, latency.
+  (b) 5 MB uploads from 16 concurrent clients: tasks/s and the service's peak RSS
+      (VmRSS sampled every 20 ms, and the kernel's VmHWM).
+  (c) one user with 10 000 tasks (written with SQL): GET /tasks?limit=20, first and deep
+      pages by cursor, from 1 and from 8 clients: latency; and the legacy POST / (every row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.tasks.repository import PageCursor
+from app.tasks.service import encode_cursor
+from benchmarks.common import (
+    BenchDatabase,
+    CpuWatch,
+    HttpConnection,
+    Report,
+    RssSampler,
+    Service,
+    add_common_arguments,
+    bench_database,
+    cpu_seconds,
+    latency_summary,
+    log_directory,
+    machine_info,
+    memory_kb,
+    multipart_body,
+    print_machine,
+    raise_nofile_limit,
+    seed_tasks,
+    service_environment,
+    wait_for_quiet_machine,
+)
+from tests.fakes import unused_port
+
+GOAL_TASKS_PER_SECOND = 100.0
+GOAL_PEAK_RSS_MB = 200.0
+GOAL_PAGE_P99_MS = 10.0
+
+
+@dataclass
+class LoadResult:
+    """What a closed-loop run of identical requests measured."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    elapsed: float = 0.0
+    service_cpu_seconds: float = 0.0
+    machine: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status.startswith("2"))
+
+    @property
+    def failed(self) -> int:
+        return sum(self.statuses.values()) - self.ok
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "requests": sum(self.statuses.values()),
+            "ok": self.ok,
+            "failed": self.failed,
+            "statuses": dict(self.statuses),
+            "elapsed_s": round(self.elapsed, 3),
+            "per_second": round(self.rate, 1),
+            "latency": latency_summary(self.latencies),
+            "service_cpu_ms_per_request": round(
+                self.service_cpu_seconds / max(1, sum(self.statuses.values())) * 1000, 2
+            ),
+            "postgres_cpu_ms_per_request": round(
+                self.machine.get("postgres_cpu_s", 0.0)
+                / max(1, sum(self.statuses.values()))
+                * 1000,
+                2,
+            ),
+            "machine": self.machine,
+        }
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+async def closed_loop(
+    port: int,
+    requests: Sequence[Request],
+    *,
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
+    service_pid: int,
+) -> LoadResult:
+    """`clients` connections, each sending the next request as soon as the last answered,
+    until `max_requests` were sent or `max_seconds` passed."""
+    result = LoadResult()
+    issued = 0
+    deadline = time.monotonic() + max_seconds
+
+    async def client() -> None:
+        nonlocal issued
+        connection = HttpConnection("127.0.0.1", port)
+        try:
+            while issued < max_requests and time.monotonic() < deadline:
+                request = requests[issued % len(requests)]
+                issued += 1
+                started = time.perf_counter()
+                try:
+                    response = await connection.request(
+                        request.method, request.path, headers=request.headers, body=request.body
+                    )
+                except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
+                    result.statuses[f"error {type(error).__name__}"] += 1
+                    continue
+                result.latencies.append(time.perf_counter() - started)
+                result.statuses[str(response.status)] += 1
+        finally:
+            await connection.close()
+
+    watch = CpuWatch([service_pid])
+    cpu_before = cpu_seconds(service_pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    result.elapsed = time.perf_counter() - started
+    result.service_cpu_seconds = cpu_seconds(service_pid) - cpu_before
+    result.machine = watch.finish()
+    return result
+
+
+def upload_requests(size: int, users: int) -> list[Request]:
+    """POST /tasks requests with a `size`-byte recording, cycling over `users` callers.
+
+    The bytes are random: real PCM does not compress, and neither should this.
+    """
+    body, content_type = multipart_body(
+        {"title": "Please call Stella", "text_id": str(uuid.uuid4())},
+        "recording.pcm",
+        os.urandom(size),
+    )
+    return [
+        Request(
+            "POST",
+            "/tasks",
+            {"Content-Type": content_type, "X-User-Id": str(uuid.uuid4())},
+            body,
+        )
+        for _ in range(users)
+    ]
+
+
+def start_service(
+    args: argparse.Namespace, database: BenchDatabase, logs: Path, name: str
+) -> Service:
+    # No worker calls the stages; any unused ports satisfy the production settings.
+    environment = service_environment(
+        database,
+        [unused_port(), unused_port(), unused_port()],
+        WORKER_CONCURRENCY=0,
+    )
+    service = Service(name, environment, logs, source=args.source).start()
+    service.wait_healthy()
+    return service
+
+
+def mb(kilobytes: int) -> float:
+    return round(kilobytes / 1024, 1)
+
+
+async def part_uploads_small(
+    args: argparse.Namespace, database: BenchDatabase, logs: Path
+) -> dict[str, Any]:
+    service = start_service(args, database, logs, "bench-create-small")
+    try:
+        requests = upload_requests(args.small_kb * 1024, users=100)
+        warm = await closed_loop(
+            service.port, requests, clients=args.clients, max_requests=64, max_seconds=30,
+            service_pid=service.pid,
+        )  # fmt: skip
+        result = await closed_loop(
+            service.port,
+            requests,
+            clients=args.clients,
+            max_requests=args.requests,
+            max_seconds=args.seconds,
+            service_pid=service.pid,
+        )
+        memory = memory_kb(service.pid)
+    finally:
+        service.stop()
+    return {
+        "upload_kb": args.small_kb,
+        "clients": args.clients,
+        "warm_up_requests": sum(warm.statuses.values()),
+        **result.figures(),
+        "service_rss_mb": mb(memory["VmRSS"]),
+        "service_vmhwm_mb": mb(memory["VmHWM"]),
+        "goal_tasks_per_second": GOAL_TASKS_PER_SECOND,
+        "goal_met": result.rate >= GOAL_TASKS_PER_SECOND and result.failed == 0,
+    }
+
+
+async def part_uploads_large(
+    args: argparse.Namespace, database: BenchDatabase, logs: Path
+) -> dict[str, Any]:
+    service = start_service(args, database, logs, "bench-create-large")
+    try:
+        idle = memory_kb(service.pid)
+        requests = upload_requests(args.large_mb * 1024 * 1024, users=16)
+        with RssSampler(service.pid, interval=0.02) as sampler:
+            result = await closed_loop(
+                service.port,
+                requests,
+                clients=args.clients,
+                max_requests=args.large_requests,
+                max_seconds=args.seconds,
+                service_pid=service.pid,
+            )
+        after = memory_kb(service.pid)
+    finally:
+        service.stop()
+    peak_mb = mb(max(sampler.peak_kb, after["VmHWM"]))
+    return {
+        "upload_mb": args.large_mb,
+        "clients": args.clients,
+        **result.figures(),
+        "service_rss_idle_mb": mb(idle["VmRSS"]),
+        "service_rss_peak_sampled_mb": mb(sampler.peak_kb),
+        "rss_samples": sampler.samples,
+        "service_vmhwm_mb": mb(after["VmHWM"]),
+        "service_rss_after_mb": mb(after["VmRSS"]),
+        "goal_peak_rss_mb": GOAL_PEAK_RSS_MB,
+        "goal_met": peak_mb < GOAL_PEAK_RSS_MB and result.failed == 0,
+    }
+
+
+async def part_listing(
+    args: argparse.Namespace, database: BenchDatabase, logs: Path
+) -> dict[str, Any]:
+    user = uuid.uuid4()
+    connection = await database.connect()
+    try:
+        started = time.perf_counter()
+        await seed_tasks(connection, [user] * args.tasks, audio=b"\0\0\0\0", spacing_seconds=0.001)
+        seeded_in = time.perf_counter() - started
+        await connection.execute("ANALYZE tasks; ANALYZE task_audio; ANALYZE task_events")
+        rows = await connection.fetch(
+            "SELECT created_at, id FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+            user,
+        )
+        total_tasks = int(await connection.fetchval("SELECT count(*) FROM tasks"))
+    finally:
+        await connection.close()
+
+    page = 20
+    cursors = [
+        encode_cursor(PageCursor(rows[index]["created_at"], rows[index]["id"]))
+        for index in range(page - 1, len(rows) - 1, page)
+    ]
+    rng = random.Random(2)
+    headers = {"X-User-Id": str(user)}
+    paths = [
+        f"/tasks?limit={page}"
+        if rng.random() < args.first_page_share
+        else f"/tasks?limit={page}&cursor={rng.choice(cursors)}"
+        for _ in range(args.page_requests)
+    ]
+    requests = [Request("GET", path, headers) for path in paths]
+
+    service = start_service(args, database, logs, "bench-list")
+    try:
+        # Check the pages are what they claim before timing them.
+        probe = HttpConnection("127.0.0.1", service.port)
+        first = await probe.request("GET", f"/tasks?limit={page}", headers=headers)
+        deep = await probe.request(
+            "GET", f"/tasks?limit={page}&cursor={cursors[-2]}", headers=headers
+        )
+        await probe.close()
+        for response in (first, deep):
+            if response.status != 200 or len(response.json()["items"]) != page:
+                raise RuntimeError(f"unexpected page: {response.status} {response.body[:300]!r}")
+
+        await closed_loop(
+            service.port, requests, clients=8, max_requests=200, max_seconds=30,
+            service_pid=service.pid,
+        )  # fmt: skip
+        # The floor: the same HTTP stack and middleware on a route that reads nothing.
+        health = await closed_loop(
+            service.port,
+            [Request("GET", "/health", {})],
+            clients=1,
+            max_requests=args.page_requests,
+            max_seconds=args.seconds,
+            service_pid=service.pid,
+        )
+        by_clients: dict[str, Any] = {}
+        for clients in (1, 8):
+            result = await closed_loop(
+                service.port,
+                requests,
+                clients=clients,
+                max_requests=args.page_requests,
+                max_seconds=args.seconds,
+                service_pid=service.pid,
+            )
+            figures = result.figures()
+            figures["goal_met"] = (
+                figures["latency"]["p99_ms"] <= GOAL_PAGE_P99_MS and result.failed == 0
+            )
+            by_clients[str(clients)] = figures
+
+        legacy = LoadResult()
+        connection_legacy = HttpConnection("127.0.0.1", service.port, timeout=120)
+        body = f'{{"user_id": "{user}"}}'.encode()
+        legacy_bytes = 0
+        legacy_items = 0
+        watch = CpuWatch([service.pid])
+        cpu_before = cpu_seconds(service.pid)
+        legacy_started = time.perf_counter()
+        for _ in range(args.legacy_requests):
+            started = time.perf_counter()
+            response = await connection_legacy.request(
+                "POST", "/", headers={"Content-Type": "application/json"}, body=body
+            )
+            legacy.latencies.append(time.perf_counter() - started)
+            legacy.statuses[str(response.status)] += 1
+            legacy_bytes = len(response.body)
+            legacy_items = len(response.json())
+        legacy.elapsed = time.perf_counter() - legacy_started
+        legacy.service_cpu_seconds = cpu_seconds(service.pid) - cpu_before
+        legacy.machine = watch.finish()
+        await connection_legacy.close()
+    finally:
+        service.stop()
+    return {
+        "user_tasks": args.tasks,
+        "tasks_in_table": total_tasks,
+        "seeded_in_s": round(seeded_in, 2),
+        "page_size": page,
+        "first_page_share": args.first_page_share,
+        "deep_cursors": len(cursors),
+        "clients": by_clients,
+        "health_baseline_1_client": health.figures(),
+        "goal_p99_ms": GOAL_PAGE_P99_MS,
+        "goal_met": all(figures["goal_met"] for figures in by_clients.values()),
+        "legacy_list_all": {
+            **legacy.figures(),
+            "response_bytes": legacy_bytes,
+            "items": legacy_items,
+        },
+    }
+
+
+def print_report(
+    report: Report, small: dict[str, Any], large: dict[str, Any], listing: dict[str, Any]
+) -> None:
+    def goal(met: bool) -> str:
+        return "met" if met else "MISSED"
+
+    report.table(
+        f"(a) {small['upload_kb']} KB uploads to POST /tasks, {small['clients']} clients",
+        ["requests", "ok", "failed", "seconds", "tasks/s", "p50 ms", "p90 ms", "p99 ms",
+         "max ms", "service CPU ms/task", "PostgreSQL CPU ms/task", "other CPU",
+         f"goal >= {GOAL_TASKS_PER_SECOND:g}/s"],
+        [[small["requests"], small["ok"], small["failed"], small["elapsed_s"],
+          small["per_second"], small["latency"]["p50_ms"], small["latency"]["p90_ms"],
+          small["latency"]["p99_ms"], small["latency"]["max_ms"],
+          small["service_cpu_ms_per_request"], small["postgres_cpu_ms_per_request"],
+          f"{small['machine']['foreign_cpu_share']:.0%}", goal(small["goal_met"])]],
+    )  # fmt: skip
+    report.table(
+        f"(b) {large['upload_mb']} MB uploads to POST /tasks, {large['clients']} clients",
+        ["requests", "ok", "failed", "tasks/s", "p50 ms", "p99 ms", "RSS idle MB",
+         "peak RSS (20 ms) MB", "VmHWM MB", "other CPU", f"goal < {GOAL_PEAK_RSS_MB:g} MB"],
+        [[large["requests"], large["ok"], large["failed"], large["per_second"],
+          large["latency"]["p50_ms"], large["latency"]["p99_ms"], large["service_rss_idle_mb"],
+          large["service_rss_peak_sampled_mb"], large["service_vmhwm_mb"],
+          f"{large['machine']['foreign_cpu_share']:.0%}", goal(large["goal_met"])]],
+    )  # fmt: skip
+
+    def row(label: str, figures: dict[str, Any], verdict: str) -> list[Any]:
+        return [label, figures["requests"], figures["failed"], figures["per_second"],
+                figures["latency"]["p50_ms"], figures["latency"]["p90_ms"],
+                figures["latency"]["p99_ms"], figures["latency"]["max_ms"],
+                figures["service_cpu_ms_per_request"], figures["postgres_cpu_ms_per_request"],
+                f"{figures['machine']['foreign_cpu_share']:.0%}", verdict]  # fmt: skip
+
+    rows = [row("GET /health (no database; the floor), 1 client",
+                listing["health_baseline_1_client"], "(baseline)")]  # fmt: skip
+    for clients, figures in listing["clients"].items():
+        rows.append(
+            row(f"GET /tasks?limit=20, {clients} client(s)", figures, goal(figures["goal_met"]))
+        )
+    legacy = listing["legacy_list_all"]
+    rows.append(
+        row(f"legacy POST / ({legacy['items']:,} rows, {legacy['response_bytes'] / 1e6:.1f} MB)",
+            legacy, "(comparison)")
+    )  # fmt: skip
+    report.table(
+        f"(c) one user with {listing['user_tasks']:,} tasks "
+        f"({listing['tasks_in_table']:,} in the table); "
+        f"{listing['first_page_share']:.0%} first pages, the rest deep cursors",
+        ["request", "requests", "failed", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
+         "service CPU ms/req", "PostgreSQL CPU ms/req", "other CPU",
+         f"goal p99 <= {GOAL_PAGE_P99_MS:g} ms"],
+        rows,
+    )  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> None:
+    raise_nofile_limit()
+    report = Report("create_read")
+    async with bench_database(args, "ilps_bench") as database:
+        machine = await machine_info(database, args.source)
+        machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
+        with log_directory("create-read", keep=args.keep_logs) as logs:
+            small = await part_uploads_small(args, database, logs)
+            large = await part_uploads_large(args, database, logs)
+            listing = await part_listing(args, database, logs)
+    print_machine(report, machine)
+    print_report(report, small, large, listing)
+    report.figures = {
+        "machine": machine,
+        "uploads_small": small,
+        "uploads_large": large,
+        "listing": listing,
+    }
+    report.emit()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent upload clients")
+    parser.add_argument("--small-kb", type=int, default=100, help="size of the small uploads")
+    parser.add_argument("--requests", type=int, default=2000, help="small uploads to send")
+    parser.add_argument("--large-mb", type=int, default=5, help="size of the large uploads")
+    parser.add_argument("--large-requests", type=int, default=200, help="large uploads to send")
+    parser.add_argument("--seconds", type=float, default=120.0, help="time cap of each run")
+    parser.add_argument("--tasks", type=int, default=10_000, help="tasks of the listing user")
+    parser.add_argument("--page-requests", type=int, default=2000, help="pages per run")
+    parser.add_argument("--first-page-share", type=float, default=0.25)
+    parser.add_argument("--legacy-requests", type=int, default=5, help="legacy POST / calls")
+    add_common_arguments(parser)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
