@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
@@ -25,6 +26,7 @@ from app.pipeline.backoff import retry_delay
 from app.pipeline.clients import StageClients
 from app.pipeline.errors import PermanentFailure, StageFailure, TransientFailure
 from app.pipeline.queue import ClaimedTask
+from app.tasks.report import STAGE_BY_STATUS
 from app.tasks.status import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -320,16 +322,10 @@ class TaskRunner:
 
 def _stage_name(status: TaskStatus) -> str:
     """The service a status waits on, for comments and retry records."""
-    return {
-        TaskStatus.PREPROCESSING: "preprocessing",
-        TaskStatus.TRANSCRIBING: "transcribing",
-        TaskStatus.EVALUATING: "feedback",
-    }.get(status, status.value)
+    return STAGE_BY_STATUS.get(status.value, status.value)
 
 
 def _is_connection_error(error: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError
-
     if isinstance(error, DBAPIError):
         return (
             bool(error.connection_invalidated)
