@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import pipeline_settings
 from tests.fakes import FakeServices
 from tests.live import LiveService, live_server
+from tests.pipeline.conftest import task_row
 from tests.waiting import eventually
 
 SEND_TIMEOUT_SECONDS = 1.0
@@ -25,8 +27,13 @@ SEND_TIMEOUT_SECONDS = 1.0
 def settings(fakes: FakeServices) -> Settings:
     # Pings every 2 ms fill the (shrunk) socket buffers of a client that never reads in a
     # few seconds, as a long stream's events would over a longer time.
+    # Transcription outlasts the test, so only the send timeout can end the stream.
+    transcribing = {**fakes.settings()["service_transcribing"], "timeout": 120}
     return pipeline_settings(
-        fakes, sse_heartbeat_seconds=0.002, sse_send_timeout_seconds=SEND_TIMEOUT_SECONDS
+        fakes,
+        sse_heartbeat_seconds=0.002,
+        sse_send_timeout_seconds=SEND_TIMEOUT_SECONDS,
+        service_transcribing=transcribing,
     )
 
 
@@ -58,10 +65,10 @@ def _read_to_the_end(sock: socket.socket, within: float) -> bytes:
 
 
 async def test_a_client_that_stops_reading_is_closed_and_its_slot_released(
-    stalling_live: LiveService, fakes: FakeServices
+    stalling_live: LiveService, fakes: FakeServices, engine: AsyncEngine
 ) -> None:
     live = stalling_live
-    fakes.transcribing.latency = 60  # the task moves through its first stages, then waits
+    fakes.transcribing.latency = 90  # the task moves through its first stages, then waits
     user_id = uuid.uuid4()
     task_id, _ = await live.create(user_id)
 
@@ -91,6 +98,9 @@ async def test_a_client_that_stops_reading_is_closed_and_its_slot_released(
         received = await asyncio.to_thread(_read_to_the_end, client, 20.0)
     finally:
         client.close()
+    row = await task_row(engine, task_id)
+    assert row is not None
+    assert row["status"] == "transcribing"  # still running: the stream did not just end
 
     assert received.startswith(b"HTTP/1.1 200")
     assert b"event: created" in received
