@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # Live streams (see app/events).
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     sse_max_followers: int = Field(default=20000, ge=1)
+    sse_max_followers_per_user: int = Field(default=20, ge=1)
+    # A client that reads nothing for this long (its socket buffers full) is disconnected.
+    sse_send_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @cached_property
     def max_upload_bytes(self) -> int:

@@ -88,7 +88,11 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
             stack.push_async_callback(clients.aclose)
             listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
             workers = WorkerPool(settings, database, clients, metrics)
-            hub = EventHub(database.sessions, max_followers=settings.sse_max_followers)
+            hub = EventHub(
+                database.sessions,
+                max_followers=settings.sse_max_followers,
+                max_followers_per_user=settings.sse_max_followers_per_user,
+            )
             for component in (workers, hub):
                 listener.on_notification(component.on_task_event)
                 listener.on_reconnect(component.on_reconnect)

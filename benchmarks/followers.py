@@ -429,11 +429,14 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def start_service(args: argparse.Namespace, database: BenchDatabase, logs: Path) -> Service:
+    cap = max(20000, 2 * max(int(v) for v in args.followers.split(",")))
     environment = service_environment(
         database,
         [unused_port(), unused_port(), unused_port()],
         WORKER_CONCURRENCY=0,
-        SSE_MAX_FOLLOWERS=max(20000, 2 * max(int(v) for v in args.followers.split(","))),
+        SSE_MAX_FOLLOWERS=cap,
+        # One user per task: each user has followers/tasks streams open, far above the cap.
+        SSE_MAX_FOLLOWERS_PER_USER=cap,
     )
     service = Service(SERVICE_NAME, environment, logs, source=args.source, raise_nofile=True)
     service.start()

@@ -25,10 +25,17 @@ from tests.waiting import eventually_sync
 
 
 @contextmanager
-def live_server(app: FastAPI) -> Iterator[str]:
-    """Serve `app` (lifespan included) and yield its base URL."""
+def live_server(app: FastAPI, *, send_buffer_bytes: int | None = None) -> Iterator[str]:
+    """Serve `app` (lifespan included) and yield its base URL.
+
+    `send_buffer_bytes` shrinks the kernel's send buffer of every accepted connection (they
+    inherit it from the listening socket), so a client that stops reading stalls the server
+    after kilobytes rather than megabytes.
+    """
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if send_buffer_bytes is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))

@@ -28,6 +28,11 @@ class DatabaseReadiness(BaseModel):
     error: str | None = None
 
 
+class ListenerReadiness(BaseModel):
+    ok: bool = Field(description="False when the LISTEN task has ended: streams get no updates.")
+    state: str = Field(description="`connecting`, `connected`, `reconnecting` or `stopped`.")
+
+
 class ServiceReadiness(BaseModel):
     ok: bool
     url: str
@@ -47,6 +52,7 @@ class ReadinessResponse(BaseModel):
                         "expected_revision": "0001",
                         "error": None,
                     },
+                    "listener": {"ok": True, "state": "connected"},
                     "services": {
                         "transcribing": {
                             "ok": False,
@@ -60,8 +66,12 @@ class ReadinessResponse(BaseModel):
         }
     }
 
-    status: str = Field(description="`ready` when the database answers at the latest schema.")
+    status: str = Field(
+        description="`ready` when the database answers at the latest schema and the "
+        "listener runs (connected or reconnecting)."
+    )
     database: DatabaseReadiness
+    listener: ListenerReadiness
     services: dict[str, ServiceReadiness] = Field(
         description="Each audio service's /health; reported, never a reason to be unready."
     )
@@ -98,10 +108,17 @@ async def readiness(runtime: RuntimeDep, response: Response) -> ReadinessRespons
     database, services = await asyncio.gather(
         _database_readiness(runtime), _services_readiness(runtime)
     )
-    if not database.ok:
+    state = runtime.listener.state
+    # While it reconnects, streams only lag (it re-reads on connecting); stopped, they stall.
+    listener = ListenerReadiness(ok=state != "stopped", state=state)
+    ready = database.ok and listener.ok
+    if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return ReadinessResponse(
-        status="ready" if database.ok else "not ready", database=database, services=services
+        status="ready" if ready else "not ready",
+        database=database,
+        listener=listener,
+        services=services,
     )
 
 

@@ -6,13 +6,21 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import FollowerIdDep, RuntimeDep
 from app.api.schemas import ErrorResponse, LegacyUserRequest
-from app.events.hub import TooManyFollowers
-from app.events.streams import OpenStream, legacy_events, open_stream, resource_events
+from app.events.hub import TooManyFollowers, TooManyFollowersForUser
+from app.events.streams import (
+    MAX_EVENT_ID,
+    NothingToResume,
+    OpenStream,
+    TaskEventResponse,
+    legacy_events,
+    open_stream,
+    resource_events,
+)
 from app.runtime import Runtime
 
 router = APIRouter()
@@ -26,7 +34,20 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     401: {"model": ErrorResponse, "description": "No caller identity (GET stream only)."},
     404: {"model": ErrorResponse, "description": "No such task for this user."},
+    429: {
+        "model": ErrorResponse,
+        "description": "This user has `MANAGER_SSE_MAX_FOLLOWERS_PER_USER` streams open; "
+        "close one or retry after `Retry-After` seconds.",
+    },
     503: {"model": ErrorResponse, "description": "Too many followers; retry later."},
+}
+RESUME_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **STREAM_RESPONSES,
+    204: {
+        "description": "Resumed after the task's terminal event: nothing more will come. "
+        "EventSource stops reconnecting on 204."
+    },
+    422: {"description": "`Last-Event-ID` is not an integer from 0 to 2147483647."},
 }
 
 
@@ -41,11 +62,22 @@ async def _open(
             detail="This server follows as many tasks as it can; try again shortly.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
+    except TooManyFollowersForUser:
+        # The caller's own doing, unlike the process-wide cap: 429, not 503.
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="Too many streams open for this user; close one or try again shortly.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
 
 
 def _respond(runtime: Runtime, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    return EventSourceResponse(
-        events, headers=STREAM_HEADERS, ping=runtime.settings.sse_heartbeat_seconds
+    settings = runtime.settings
+    return TaskEventResponse(
+        events,
+        headers=STREAM_HEADERS,
+        ping=settings.sse_heartbeat_seconds,
+        send_timeout=settings.sse_send_timeout_seconds,
     )
 
 
@@ -54,26 +86,33 @@ def _respond(runtime: Runtime, events: AsyncIterator[ServerSentEvent]) -> EventS
     tags=["tasks"],
     summary="Follow a task live (Server-Sent Events, works with EventSource)",
     response_class=EventSourceResponse,
-    responses=STREAM_RESPONSES,
+    responses=RESUME_RESPONSES,
 )
 async def task_events(
     runtime: RuntimeDep,
     task_id: uuid.UUID,
     caller: FollowerIdDep,
     last_event_id: Annotated[
-        int | None, Query(ge=0, description="Resume after this event id.")
+        int | None,
+        Query(ge=0, le=MAX_EVENT_ID, description="Resume after this event id."),
     ] = None,
     last_event_id_header: Annotated[
-        int | None, Header(alias="Last-Event-ID", ge=0, description="Set by EventSource.")
+        int | None,
+        Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID, description="Set by EventSource."),
     ] = None,
-) -> EventSourceResponse:
+) -> Response:
     """The first event is the current state; then every transition until the terminal one.
 
     With `Last-Event-ID` (or `last_event_id`) the stream replays the transitions after
-    that id instead, so a reconnecting client misses nothing and sees nothing twice.
+    that id instead, so a reconnecting client misses nothing and sees nothing twice. An
+    id past the task's last event replays the whole history; resuming after the terminal
+    event answers `204`, which tells EventSource to stop reconnecting.
     """
     after = last_event_id_header if last_event_id_header is not None else last_event_id
-    stream = await _open(runtime, task_id, caller, after)
+    try:
+        stream = await _open(runtime, task_id, caller, after)
+    except NothingToResume:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     return _respond(runtime, resource_events(stream))
 
 

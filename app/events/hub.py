@@ -62,28 +62,39 @@ class TooManyFollowers(Exception):
     """This process already serves `MANAGER_SSE_MAX_FOLLOWERS` followers."""
 
 
+class TooManyFollowersForUser(Exception):
+    """This user already has `MANAGER_SSE_MAX_FOLLOWERS_PER_USER` streams open here."""
+
+
 class Follower:
     """One open stream's subscription: a bounded queue of updates after `last_seq`."""
 
-    def __init__(self, hub: EventHub, task_id: uuid.UUID) -> None:
+    def __init__(self, hub: EventHub, task_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self.hub = hub
         self.task_id = task_id
+        self.user_id = user_id
         self.last_seq: int | None = None  # None until the follower has read its starting point
-        self.queue: asyncio.Queue[TaskUpdate | StreamEnd] = asyncio.Queue(FOLLOWER_QUEUE_SIZE)
+        # One slot more than the updates it may hold, so the end always fits behind them.
+        self.queue: asyncio.Queue[TaskUpdate | StreamEnd] = asyncio.Queue(FOLLOWER_QUEUE_SIZE + 1)
+        self._ended = False
 
     def offer(self, update: TaskUpdate | StreamEnd) -> None:
+        if self._ended:
+            return
         if isinstance(update, TaskUpdate):
             if self.last_seq is None or update.seq <= self.last_seq:
                 return  # already replayed, or not yet placed
-            self.last_seq = update.seq
-        try:
-            self.queue.put_nowait(update)
-        except asyncio.QueueFull:
-            # A follower this far behind reconnects with Last-Event-ID and replays.
-            self.hub.unfollow(self)
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
-            self.queue.put_nowait(StreamEnd("the follower fell behind"))
+            if self.queue.qsize() >= FOLLOWER_QUEUE_SIZE:
+                # A follower this far behind reconnects with Last-Event-ID and replays. It
+                # keeps what it has and loses this update and later ones, never an earlier
+                # one: a hole before the last id it saw would never be filled.
+                self.hub.unfollow(self)
+                update = StreamEnd("the follower fell behind")
+            else:
+                self.last_seq = update.seq
+        if isinstance(update, StreamEnd):
+            self._ended = True
+        self.queue.put_nowait(update)
 
     def placed_at(self, seq: int) -> None:
         """The follower has everything up to `seq`; updates after it are queued from now on."""
@@ -136,11 +147,19 @@ _HISTORY = text(
 class EventHub:
     """Followers by task, fed from NOTIFY through one batched reader."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_followers: int) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        max_followers: int,
+        max_followers_per_user: int,
+    ) -> None:
         self.sessions = sessions
         self.max_followers = max_followers
+        self.max_followers_per_user = max_followers_per_user
         self._followers: dict[uuid.UUID, set[Follower]] = defaultdict(set)
         self._count = 0
+        self._per_user: dict[uuid.UUID, int] = defaultdict(int)
         self._dirty: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
         self._lane = asyncio.Lock()  # one streaming read at a time: one pooled connection
@@ -168,12 +187,16 @@ class EventHub:
 
     # ---------------------------------------------------------- followers
 
-    def follow(self, task_id: uuid.UUID) -> Follower:
+    def follow(self, task_id: uuid.UUID, user_id: uuid.UUID) -> Follower:
+        """Subscribe `user_id` (the caller, checked against the owner later) to a task."""
         if self._count >= self.max_followers:
             raise TooManyFollowers()
-        follower = Follower(self, task_id)
+        if self._per_user[user_id] >= self.max_followers_per_user:
+            raise TooManyFollowersForUser()
+        follower = Follower(self, task_id, user_id)
         self._followers[task_id].add(follower)
         self._count += 1
+        self._per_user[user_id] += 1
         return follower
 
     def unfollow(self, follower: Follower) -> None:
@@ -182,6 +205,9 @@ class EventHub:
             return
         followers.discard(follower)
         self._count -= 1
+        self._per_user[follower.user_id] -= 1
+        if not self._per_user[follower.user_id]:
+            del self._per_user[follower.user_id]
         if not followers:
             del self._followers[follower.task_id]
 

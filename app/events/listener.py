@@ -11,7 +11,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 NotificationHandler = Callable[[uuid.UUID, int], None]
 ReconnectHandler = Callable[[], None]
+ListenerState = Literal["connecting", "connected", "reconnecting", "stopped"]
 
 
 class TaskEventListener:
@@ -38,14 +39,28 @@ class TaskEventListener:
         self._connection: Any = None
         self._watchdog: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._ever_connected = False
         self.connected = asyncio.Event()
         self.backend_pid: int | None = None
+
+    @property
+    def state(self) -> ListenerState:
+        """For readiness: `stopped` means no live updates reach this process's streams."""
+        if self._task is None or self._task.done():
+            return "stopped"
+        if self.connected.is_set():
+            return "connected"
+        return "reconnecting" if self._ever_connected else "connecting"
 
     def on_notification(self, handler: NotificationHandler) -> None:
         self._on_notification.append(handler)
 
     def on_reconnect(self, handler: ReconnectHandler) -> None:
-        """Called after every reconnection: notifications may have been missed meanwhile."""
+        """Called after every connection that followed a failed attempt or a lost one.
+
+        Notifications sent meanwhile are lost, including before a first connection that
+        only succeeded at a later attempt: followers may have subscribed in between.
+        """
         self._on_reconnect.append(handler)
 
     async def start(self) -> None:
@@ -59,49 +74,62 @@ class TaskEventListener:
         await self._close()
 
     async def _run(self) -> None:
+        """Connect, wait for the loss, reconnect: for as long as the process runs.
+
+        Any error (asyncpg raises `InterfaceError`, not a `PostgresError`, for a connection
+        closed under it) is logged and retried with backoff; only cancellation ends this.
+        """
         backoff = 0.1
-        first = True
+        missed = False  # notifications may have been lost: re-read after connecting
         while True:
             try:
                 await self._connect()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-                log.warning("LISTEN connection failed (%s); retrying in %.1fs", error, backoff)
+            except Exception as error:
+                log.warning(
+                    "LISTEN connection failed (%s: %s); retrying in %.1fs",
+                    type(error).__name__, error, backoff,
+                )  # fmt: skip
+                await self._close()
+                missed = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = 0.1
-            if not first:
-                log.info("LISTEN connection re-established")
+            self._ever_connected = True
+            if missed:
+                log.info("LISTEN connection established after a failure or loss")
                 for handler in self._on_reconnect:
                     _call_safely(handler)
-            first = False
+            missed = True
             await self._lost.wait()
             self.connected.clear()
+            log.warning("LISTEN connection lost; reconnecting")
             await self._close()
 
     async def _connect(self) -> None:
-        self._lost = asyncio.Event()
+        # This connection's own event: a late signal from an earlier one changes nothing.
+        lost = self._lost = asyncio.Event()
         connection = await asyncpg.connect(
             self._dsn,
             timeout=10,
             server_settings={"application_name": f"{self._application_name}/listen"},
         )
-        connection.add_termination_listener(lambda _: self._lost.set())
+        self._connection = connection  # closed by `_close` should the rest fail
+        connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(EVENTS_CHANNEL, self._dispatch)
-        self._connection = connection
         self.backend_pid = connection.get_server_pid()
         self.connected.set()
         # A half-open TCP connection never reports its end; a cheap periodic query does.
-        self._watchdog = asyncio.create_task(self._watch(connection))
+        self._watchdog = asyncio.create_task(self._watch(connection, lost))
 
-    async def _watch(self, connection: Any) -> None:
+    async def _watch(self, connection: Any, lost: asyncio.Event) -> None:
         while not connection.is_closed():
             await asyncio.sleep(2.0)
             try:
                 await asyncio.wait_for(connection.execute("SELECT 1"), timeout=5)
             except Exception:
                 break
-        self._lost.set()
+        lost.set()
 
     def _dispatch(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         parsed = parse_notification(payload)
