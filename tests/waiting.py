@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -11,17 +12,22 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]],
+    probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
     *,
     within: float = 20.0,
     interval: float = 0.05,
     message: str = "condition",
 ) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `probe` until it returns something truthy; fail after `within` seconds.
+
+    `probe` may be a coroutine function or a plain one (e.g. a lambda reading a counter);
+    either way the event loop keeps running between polls.
+    """
     deadline = time.monotonic() + within
     last: T | None = None
     while time.monotonic() < deadline:
-        last = await probe()
+        outcome = probe()
+        last = await outcome if inspect.isawaitable(outcome) else outcome
         if last:
             return last
         await asyncio.sleep(interval)

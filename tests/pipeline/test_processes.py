@@ -72,7 +72,7 @@ async def test_a_task_survives_sigkill_and_resumes_after_its_last_stored_stage(
     with service_process("first") as first:
         task_id = await upload(first.base_url, marker)
         await eventually(
-            lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(marker))),
+            lambda: bool(fakes.transcribing.calls_for(marker)),
             message="the transcriber to be called",
         )
         first.kill()
@@ -135,7 +135,7 @@ async def test_the_service_rides_out_a_database_restart(
         uploader = Uploader(client)
         task_ids = [(await uploader.create())[0] for _ in range(12)]
         await eventually(
-            lambda: asyncio.sleep(0, result=fakes.transcribing.count() >= 2),
+            lambda: fakes.transcribing.count() >= 2,
             message="work to be under way",
         )
 
@@ -161,7 +161,7 @@ async def test_sigterm_finishes_in_flight_calls_and_hands_tasks_back(
     with service_process("stopping", MANAGER_SHUTDOWN_GRACE_SECONDS="5") as first:
         task_ids = [await upload(first.base_url, marker) for marker in markers]
         await eventually(
-            lambda: asyncio.sleep(0, result=fakes.transcribing.count() >= 2),
+            lambda: fakes.transcribing.count() >= 2,
             message="transcriptions to be in flight",
         )
         took = first.terminate(within=15)
