@@ -13,7 +13,7 @@ from sse_starlette import ServerSentEvent
 from app.events.hub import EventHub, Follower, StreamEnd, TaskUpdate
 from app.tasks.errors import TaskNotFound
 
-# What the mobile app expects in every payload (CONTRACTS §1).
+# What the mobile app expects in every payload (see docs/legacy-api.md).
 LEGACY_EVENT_NAME = "status_updated"
 RETRY_MILLISECONDS = 15000
 
