@@ -52,6 +52,20 @@ def service_process(
     return make
 
 
+def test_a_service_that_never_answers_is_stopped_not_leaked(
+    service_process: ProcessFactory,
+) -> None:
+    # It listens on another loopback address, so its /health on 127.0.0.1 never answers.
+    service = service_process("unreachable", MANAGER_HOST="127.0.0.2")
+    service.ready_within = 5
+
+    with pytest.raises(AssertionError, match="to answer"), service:
+        pass
+
+    assert service.process is not None
+    assert service.process.poll() is not None, "the process outlived its failed start"
+
+
 async def upload(base_url: str, marker: str, user_id: uuid.UUID | None = None) -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         response = await client.post(
