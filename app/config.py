@@ -1,4 +1,6 @@
-"""Service configuration: the variables operators already use (CONTRACTS §3) plus new ones.
+"""Service configuration: the variables operators already use, plus new ones.
+
+Every setting, its default and its meaning: docs/configuration.md.
 
 Everything is read from the environment or a `.env` file with the `MANAGER_` prefix.
 """
@@ -137,7 +139,7 @@ class Settings(BaseSettings):
         return [stage for stage in STAGES if self.service(stage).host is None]
 
     def check_required(self) -> None:
-        """Refuse to start when a required value is missing (CONTRACTS §3).
+        """Refuse to start when a required value is missing (see docs/configuration.md).
 
         In debug mode a missing database host means "embedded PostgreSQL", so only the
         production setup requires the full set.

@@ -7,18 +7,18 @@ task id and stage while it works on a task. A filter copies them onto every reco
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
 import time
 import uuid
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any
 
+import pygelf  # type: ignore[import-untyped]
+import pygelf.gelf  # type: ignore[import-untyped]
+import pythonjsonlogger.core
+import pythonjsonlogger.json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -29,6 +29,8 @@ _scope_var: ContextVar[Scope | None] = ContextVar("http_scope", default=None)
 REQUEST_ID_HEADER = "X-Request-Id"
 _MAX_REQUEST_ID = 128
 access_log = logging.getLogger("app.access")
+# Attached to every record by `ContextFilter`; written by the formatters when set.
+CONTEXT_FIELDS = ("request_id", "task_id", "stage")
 
 
 @contextmanager
@@ -59,25 +61,29 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+class JsonFormatter(pythonjsonlogger.json.JsonFormatter):
+    """One JSON object per line, for log shippers (python-json-logger does the encoding).
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key in ("request_id", "task_id", "stage"):
-            value = getattr(record, key, None)
-            if value is not None:
-                entry[key] = value
-        for key, value in getattr(record, "fields", {}).items():
-            entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+    Keys: `time` (ISO 8601, UTC), `level`, `logger`, `message`, the context ids that are set,
+    any `extra=` fields of the call, and `exception` with the traceback.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            # uvicorn adds an ANSI-coloured copy of some messages; the plain one suffices.
+            reserved_attrs=[*pythonjsonlogger.core.RESERVED_ATTRS, "color_message"],
+            timestamp="time",
+            json_ensure_ascii=False,
+        )
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # The filter sets every context id, None included; only the known ones are written.
+        for key in CONTEXT_FIELDS:
+            if log_data.get(key, "") is None:
+                del log_data[key]
+        return log_data
 
 
 class TextFormatter(logging.Formatter):
@@ -96,64 +102,30 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
-class GelfUdpHandler(logging.Handler):
-    """GELF 1.1 over UDP to Graylog, compressed and chunked as the format specifies."""
+class GelfUdpHandler(pygelf.GelfUdpHandler):  # type: ignore[misc]  # pygelf is untyped
+    """GELF 1.1 over UDP to Graylog (pygelf: compression, chunking, levels), with our ids."""
 
-    CHUNK_SIZE = 8154  # 8192 minus the 12-byte chunk header, leaving room for IP options
+    # pygelf's default (1300) fits any network's MTU; Graylog's inputs and a local network
+    # take 8 KiB datagrams, so most records stay in one unchunked datagram.
+    CHUNK_SIZE = 8154
 
     def __init__(self, host: str, port: int, *, source: str) -> None:
-        super().__init__()
-        self.address = (host, port)
-        self.source = source
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        super().__init__(host, port, chunk_size=self.CHUNK_SIZE)
+        # Graylog's "source": the service's name rather than the container's host name.
+        self.domain = source
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message: dict[str, Any] = {
-                "version": "1.1",
-                "host": self.source,
-                "short_message": record.getMessage(),
-                "timestamp": record.created,
-                "level": _syslog_level(record.levelno),
-                "_logger": record.name,
-            }
-            for key in ("request_id", "task_id", "stage"):
-                value = getattr(record, key, None)
-                if value is not None:
-                    message[f"_{key}"] = value
-            if record.exc_info:
-                message["full_message"] = logging.Formatter().formatException(record.exc_info)
-            self._send(zlib.compress(json.dumps(message, default=str).encode()))
-        except Exception:
-            self.handleError(record)
-
-    def _send(self, payload: bytes) -> None:
-        if len(payload) <= self.CHUNK_SIZE:
-            self.socket.sendto(payload, self.address)
-            return
-        chunks = [payload[i : i + self.CHUNK_SIZE] for i in range(0, len(payload), self.CHUNK_SIZE)]
-        if len(chunks) > 128:  # the protocol's limit; drop rather than send garbage
-            return
-        message_id = uuid.uuid4().bytes[:8]
-        for number, chunk in enumerate(chunks):
-            header = b"\x1e\x0f" + message_id + bytes([number, len(chunks)])
-            self.socket.sendto(header + chunk, self.address)
-
-    def close(self) -> None:
-        self.socket.close()
-        super().close()
-
-
-def _syslog_level(levelno: int) -> int:
-    if levelno >= logging.CRITICAL:
-        return 2
-    if levelno >= logging.ERROR:
-        return 3
-    if levelno >= logging.WARNING:
-        return 4
-    if levelno >= logging.INFO:
-        return 6
-    return 7
+    def convert_record_to_gelf(self, record: logging.LogRecord) -> bytes:
+        # pygelf's own extra-field option would send every record attribute, Nones included.
+        fields: dict[str, Any] = {"_logger": record.name}
+        for key in CONTEXT_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                fields[f"_{key}"] = value
+        message = pygelf.gelf.make(
+            record, self.domain, self.debug, self.version, fields, self.additional_env_fields
+        )
+        packed: bytes = pygelf.gelf.pack(message, self.compress, self.json_default)
+        return packed
 
 
 def configure_logging(
@@ -216,8 +188,7 @@ class RequestContext:
             access_log.info(
                 '%s %s -> %d (%.1f ms)',
                 scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
-                extra={"fields": {"method": scope["method"], "path": scope["path"],
-                                  "status": status}},
+                extra={"method": scope["method"], "path": scope["path"], "status": status},
             )  # fmt: skip
             _scope_var.reset(scope_token)
             request_id_var.reset(request_token)

@@ -65,6 +65,10 @@ class FakeStage:
     """One fake service. `script` holds outcomes to give before behaving normally:
     an int status code, "hang" (no answer within the client's timeout) or "bad-body"."""
 
+    # What `reset` returns every tunable to, so no test inherits another's settings.
+    HANG_SECONDS = 5.0
+    DETAIL = "fake failure"
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.latency = 0.0
@@ -74,8 +78,8 @@ class FakeStage:
         self.overlaps: list[str] = []
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self.hang_seconds = 5.0
-        self.detail = "fake failure"
+        self.hang_seconds = self.HANG_SECONDS
+        self.detail = self.DETAIL
         self.app = FastAPI()
         self.port = 0
 
@@ -95,6 +99,8 @@ class FakeStage:
             self.script.clear()
             self.always = None
             self.latency = 0.0
+            self.hang_seconds = self.HANG_SECONDS
+            self.detail = self.DETAIL
 
     async def handle(
         self, marker: str, request: dict[str, Any], answer: Callable[[], Response]

@@ -44,7 +44,8 @@ class SessionPostgres:
                 timeout=60,
             )  # fmt: skip
             return
-        # The machine's own cluster (DEVELOPERS.md names this command for fault tests).
+        # A Debian-packaged cluster named by MANAGER_TEST_DATABASE_URL (docs/configuration.md):
+        # pg_ctlcluster restarts it directly, as no systemd runs on CI machines.
         version = next(iter(sorted(os.listdir("/etc/postgresql"))))
         subprocess.run(
             ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],

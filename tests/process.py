@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 class ServiceProcess:
     """One `python start.py` with the given `MANAGER_*` environment on a free port."""
 
-    def __init__(self, environment: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, environment: dict[str, str], log_path: Path, *, ready_within: float = 30.0
+    ) -> None:
         self.port = unused_port()
+        self.ready_within = ready_within
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("MANAGER_")}
         self.environment = {**inherited, **environment, "MANAGER_PORT": str(self.port)}
         self.environment.setdefault("MANAGER_HOST", "127.0.0.1")
@@ -42,7 +45,17 @@ class ServiceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        eventually_sync(self._healthy, within=30, message=f"the service on {self.port} to answer")
+        try:
+            eventually_sync(
+                self._healthy,
+                within=self.ready_within,
+                message=f"the service on {self.port} to answer",
+            )
+        except BaseException:
+            # `with` never calls `__exit__` when `__enter__` fails: stop it here, or it outlives
+            # the test session.
+            self._stop()
+            raise
         return self
 
     def _healthy(self) -> bool:
@@ -77,6 +90,9 @@ class ServiceProcess:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)

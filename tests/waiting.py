@@ -3,25 +3,51 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
+@overload
 async def eventually(
     probe: Callable[[], Awaitable[T | None]],
+    *,
+    within: float = ...,
+    interval: float = ...,
+    message: str = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T | None],
+    *,
+    within: float = ...,
+    interval: float = ...,
+    message: str = ...,
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any],
     *,
     within: float = 20.0,
     interval: float = 0.05,
     message: str = "condition",
-) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+) -> Any:
+    """Poll `probe` until it returns something truthy; fail after `within` seconds.
+
+    `probe` may be a coroutine function or a plain one (e.g. a lambda reading a counter);
+    either way the event loop keeps running between polls.
+    """
     deadline = time.monotonic() + within
-    last: T | None = None
+    last: Any = None
     while time.monotonic() < deadline:
-        last = await probe()
+        outcome = probe()
+        last = await outcome if inspect.isawaitable(outcome) else outcome
         if last:
             return last
         await asyncio.sleep(interval)

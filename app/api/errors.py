@@ -31,7 +31,7 @@ async def _database_error(_: Request, error: Exception) -> JSONResponse:
         log.warning("database connection lost: %s", type(error.orig).__name__)
         return JSONResponse(
             status_code=503,
-            content={"detail": "The database is briefly unavailable; retry shortly."},
+            content={"detail": "The database is momentarily unavailable; retry shortly."},
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
     log.error("database error", exc_info=error)

@@ -1,4 +1,4 @@
-"""Liveness in the legacy shape (CONTRACTS §1)."""
+"""Liveness in the legacy shape (see docs/legacy-api.md)."""
 
 from __future__ import annotations
 

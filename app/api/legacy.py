@@ -1,4 +1,4 @@
-"""The routes the ILPS gateway calls today (CONTRACTS §1): paths, methods and shapes kept."""
+"""The routes the ILPS gateway calls today: paths, methods and shapes kept (docs/legacy-api.md)."""
 
 from __future__ import annotations
 

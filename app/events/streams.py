@@ -19,7 +19,7 @@ from app.tasks.errors import TaskNotFound
 
 log = logging.getLogger(__name__)
 
-# What the mobile app expects in every payload (CONTRACTS §1).
+# What the mobile app expects in every payload (see docs/legacy-api.md).
 LEGACY_EVENT_NAME = "status_updated"
 RETRY_MILLISECONDS = 15000
 

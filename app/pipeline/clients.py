@@ -1,4 +1,4 @@
-"""Clients of the three audio services, calling them exactly as CONTRACTS §2 describes."""
+"""Clients of the three audio services, calling them as docs/audio-services.md describes."""
 
 from __future__ import annotations
 

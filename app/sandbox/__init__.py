@@ -1,4 +1,4 @@
-"""Sandbox implementations of the three audio services of CONTRACTS §2.
+"""Sandbox implementations of the three audio services (see docs/audio-services.md).
 
 Small and honest stand-ins for the production ILPS services, so the whole
 assessment runs on one machine: real resampling (preprocessing), a real but weak
@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 Stage = Literal["preprocessing", "transcribing", "feedback"]
 STAGES: tuple[Stage, ...] = get_args(Stage)
-# The ports of the production deployment (CONTRACTS §3).
+# The ports of the production deployment (docs/ilps-deployment.md).
 DEFAULT_PORTS: dict[Stage, int] = {"preprocessing": 8065, "transcribing": 8066, "feedback": 8067}
 
 

@@ -1,6 +1,6 @@
 """Sandbox feedback service: align a transcription with a text's reference phonemes.
 
-Contract (CONTRACTS §2): ``POST /`` JSON ``{"text_id", "actual_result"}`` →
+Contract (see docs/audio-services.md): ``POST /`` JSON ``{"text_id", "actual_result"}`` →
 ``200 {"accuracy": 0..100, "mistakes": [...]}``; an unknown text id is
 ``404 {"detail"}`` (production relays the texts service's answer); a malformed
 body is FastAPI's ``422``. The texts come from the built-in catalogue, which

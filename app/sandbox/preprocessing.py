@@ -1,6 +1,6 @@
 """Sandbox preprocessing service: the mobile app's raw PCM to the recogniser's WAV.
 
-Contract (CONTRACTS §2): ``POST /`` multipart ``file`` (``*.pcm``,
+Contract (see docs/audio-services.md): ``POST /`` multipart ``file`` (``*.pcm``,
 ``application/octet-stream``), raw PCM s16le stereo 44.1 kHz → ``200`` WAV mono
 16 kHz 16-bit; ``400 {"detail"}`` for another filename, content type, a length not
 divisible by 4 (or no bytes at all); ``500 {"detail"}`` when processing fails.

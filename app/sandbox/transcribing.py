@@ -1,6 +1,6 @@
 """Sandbox transcribing service: WAV speech to IPA phonemes.
 
-Contract (CONTRACTS §2): ``POST /`` multipart, form field ``lang=english`` and
+Contract (see docs/audio-services.md): ``POST /`` multipart, form field ``lang=english`` and
 ``file`` (``*.wav``, ``audio/wav``) → ``200 {"transcription": "<IPA phonemes
 separated by spaces>"}``; ``400 {"detail"}`` for another filename or content type;
 ``503 {"detail"}`` while the language's model is not loaded.

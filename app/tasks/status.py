@@ -1,4 +1,4 @@
-"""The life cycle of a task, as callers see it (CONTRACTS §1)."""
+"""The life cycle of a task, as callers see it (see docs/legacy-api.md)."""
 
 from enum import StrEnum
 

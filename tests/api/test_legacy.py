@@ -1,4 +1,4 @@
-"""The legacy routes answer exactly as CONTRACTS §1 describes."""
+"""The legacy routes answer exactly as docs/legacy-api.md describes."""
 
 from __future__ import annotations
 

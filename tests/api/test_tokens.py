@@ -98,7 +98,7 @@ async def test_eventsource_passes_the_token_as_access_token(
     # The stream of a created task stays open; deleting the task ends it.
     stream = asyncio.create_task(client.get(path, params={"access_token": token(user_id)}))
     hub = app.state.runtime.hub
-    await eventually(lambda: asyncio.sleep(0, result=hub.follower_count == 1))
+    await eventually(lambda: hub.follower_count == 1)
     await client.delete(f"/tasks/{task_id}", headers=bearer(user_id))
     response = await asyncio.wait_for(stream, timeout=10)
     assert response.status_code == 200

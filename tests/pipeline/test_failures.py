@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
 from app.main import create_app
 from tests.conftest import parsed_json_lines, pipeline_settings, serve
 from tests.fakes import FakeServices, unused_port
@@ -55,21 +53,18 @@ async def test_429_is_retried(uploader: Uploader, fakes: FakeServices, engine: A
     assert (await wait_terminal(engine, task_id))["status"] == "completed"
 
 
-@pytest.fixture
-def settings(fakes: FakeServices) -> Settings:
+async def test_a_timeout_is_retried(
+    fakes: FakeServices, engine: AsyncEngine, database_url: URL, clean_database: None
+) -> None:
+    # A short client timeout for this test only: its own app, not a module-wide fixture.
     overrides = fakes.settings()
     overrides["service_transcribing"] = {**overrides["service_transcribing"], "timeout": 0.3}
-    return pipeline_settings(fakes, **overrides)
-
-
-async def test_a_timeout_is_retried(
-    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine
-) -> None:
+    settings = pipeline_settings(fakes, **overrides)
     fakes.transcribing.hang_seconds = 1.0
     fakes.transcribing.script.extend(["hang"])
-    task_id, marker = await uploader.create()
-
-    row = await wait_terminal(engine, task_id)
+    async with serve(create_app(settings, database_url=database_url)) as client:
+        task_id, marker = await Uploader(client).create()
+        row = await wait_terminal(engine, task_id)
 
     assert row["status"] == "completed"
     assert len(fakes.transcribing.calls_for(marker)) == 2

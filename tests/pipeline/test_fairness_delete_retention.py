@@ -67,7 +67,7 @@ async def test_deleting_a_task_mid_run_stops_the_worker_without_resurrecting_it(
     user_id = uuid.uuid4()
     task_id, marker = await uploader.create(user_id)
     await eventually(
-        lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(marker))),
+        lambda: bool(fakes.transcribing.calls_for(marker)),
         message="the transcriber to be called",
     )
 

@@ -52,6 +52,20 @@ def service_process(
     return make
 
 
+def test_a_service_that_never_answers_is_stopped_not_leaked(
+    service_process: ProcessFactory,
+) -> None:
+    # It listens on another loopback address, so its /health on 127.0.0.1 never answers.
+    service = service_process("unreachable", MANAGER_HOST="127.0.0.2")
+    service.ready_within = 5
+
+    with pytest.raises(AssertionError, match="to answer"), service:
+        pass
+
+    assert service.process is not None
+    assert service.process.poll() is not None, "the process outlived its failed start"
+
+
 async def upload(base_url: str, marker: str, user_id: uuid.UUID | None = None) -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         response = await client.post(
@@ -72,7 +86,7 @@ async def test_a_task_survives_sigkill_and_resumes_after_its_last_stored_stage(
     with service_process("first") as first:
         task_id = await upload(first.base_url, marker)
         await eventually(
-            lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(marker))),
+            lambda: bool(fakes.transcribing.calls_for(marker)),
             message="the transcriber to be called",
         )
         first.kill()
@@ -135,7 +149,7 @@ async def test_the_service_rides_out_a_database_restart(
         uploader = Uploader(client)
         task_ids = [(await uploader.create())[0] for _ in range(12)]
         await eventually(
-            lambda: asyncio.sleep(0, result=fakes.transcribing.count() >= 2),
+            lambda: fakes.transcribing.count() >= 2,
             message="work to be under way",
         )
 
@@ -161,7 +175,7 @@ async def test_sigterm_finishes_in_flight_calls_and_hands_tasks_back(
     with service_process("stopping", MANAGER_SHUTDOWN_GRACE_SECONDS="5") as first:
         task_ids = [await upload(first.base_url, marker) for marker in markers]
         await eventually(
-            lambda: asyncio.sleep(0, result=fakes.transcribing.count() >= 2),
+            lambda: fakes.transcribing.count() >= 2,
             message="transcriptions to be in flight",
         )
         took = first.terminate(within=15)

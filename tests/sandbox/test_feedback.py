@@ -1,4 +1,4 @@
-"""The feedback sandbox against its contract (CONTRACTS §2), and its catalogue routes."""
+"""The feedback sandbox against its contract (docs/audio-services.md), and its catalogue."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The preprocessing sandbox against its contract (CONTRACTS §2)."""
+"""The preprocessing sandbox against its contract (docs/audio-services.md)."""
 
 from __future__ import annotations
 

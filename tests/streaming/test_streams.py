@@ -48,7 +48,7 @@ async def test_the_first_event_is_the_current_state(live: LiveService, fakes: Fa
     user_id = uuid.uuid4()
     task_id, marker = await live.create(user_id)
     await eventually(
-        lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(marker))),
+        lambda: bool(fakes.transcribing.calls_for(marker)),
         message="transcription to start",
     )
 
@@ -153,7 +153,7 @@ async def test_a_disconnecting_client_frees_its_follower_at_once(
         assert live.follower_count == 1
 
     await eventually(
-        lambda: asyncio.sleep(0, result=live.follower_count == 0),
+        lambda: live.follower_count == 0,
         within=5,
         message="the follower to be released",
     )
@@ -172,7 +172,7 @@ async def test_the_listener_survives_pg_terminate_backend_without_losing_the_end
     ) as (_, events):
         first = await collect(events, limit=1)
         await eventually(
-            lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(marker))),
+            lambda: bool(fakes.transcribing.calls_for(marker)),
             message="transcription to start",
         )
         old_pid = listener.backend_pid
