@@ -141,12 +141,11 @@ def db_down(state_file: Path) -> None:
     name = state["name"]
     if "port" in state:
         try:
-            asyncio.run(
-                _admin(
-                    state["host"], state["port"],
-                    f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'DROP ROLE IF EXISTS "{name}"',
-                )
-            )  # fmt: skip
+            drop = (
+                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                f'DROP ROLE IF EXISTS "{name}"',
+            )
+            asyncio.run(_admin(state["host"], state["port"], *drop))
             say(f"database and role {name} dropped")
         except (OSError, asyncpg.PostgresError) as error:
             say(f"WARNING: could not drop {name}: {error!r}")
