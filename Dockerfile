@@ -32,6 +32,7 @@ WORKDIR /app
 # The `[m]` makes the CA bundle optional: the glob may match nothing.
 COPY pyproject.toml poetry.lock README.md .build-ca.pe[m] ./
 # Poetry gets a virtualenv of its own: Debian's python refuses system-wide pip (PEP 668).
+# --compile: bytecode now, as the runtime user cannot write it (see below).
 # The project's /app/.venv is made with the base's python3, so it works in the runtime
 # stage, which starts from the same base.
 RUN set -eu; \
@@ -43,7 +44,7 @@ RUN set -eu; \
     /opt/poetry/bin/pip install ${PACKAGE_INDEX_URL:+--index-url "$PACKAGE_INDEX_URL"} \
         "poetry==2.5.1" "poetry-plugin-pypi-mirror==0.6.5"; \
     python3 -m venv /app/.venv; \
-    /opt/poetry/bin/poetry install --only main --no-root --no-directory; \
+    /opt/poetry/bin/poetry install --only main --no-root --no-directory --compile; \
     rm -f .build-ca.pem
 
 # --- build-sandbox: the same environment plus the sandbox group ---------------------
@@ -53,7 +54,7 @@ RUN set -eu; \
     if [ -f .build-ca.pem ]; then \
         export REQUESTS_CA_BUNDLE="$PWD/.build-ca.pem" SSL_CERT_FILE="$PWD/.build-ca.pem"; \
     fi; \
-    /opt/poetry/bin/poetry install --only main,sandbox --no-root --no-directory; \
+    /opt/poetry/bin/poetry install --only main,sandbox --no-root --no-directory --compile; \
     rm -f .build-ca.pem
 
 # --- runtime: what both targets share, run as an unprivileged user ------------------
@@ -75,13 +76,16 @@ RUN if ! command -v curl >/dev/null 2>&1; then \
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /app app
 WORKDIR /app
+
+# --- sandbox: the stand-in audio services (`python -m app.sandbox STAGE ...`) -------
+# Each target copies its virtualenv before the sources, so editing the sources
+# leaves the (large) virtualenv layer cached.
+FROM runtime AS sandbox
+COPY --from=build-sandbox /app/.venv /app/.venv
 COPY alembic.ini start.py ./
 COPY migrations ./migrations
 COPY app ./app
-
-# --- sandbox: the stand-in audio services (`python -m app.sandbox STAGE ...`) -------
-FROM runtime AS sandbox
-COPY --from=build-sandbox /app/.venv /app/.venv
+RUN python -m compileall -q app
 USER 10001:10001
 ENTRYPOINT ["python", "-m", "app.sandbox"]
 CMD ["--help"]
@@ -89,6 +93,12 @@ CMD ["--help"]
 # --- production (the default target) -------------------------------------------------
 FROM runtime AS production
 COPY --from=build /app/.venv /app/.venv
+COPY alembic.ini start.py ./
+COPY migrations ./migrations
+COPY app ./app
+# Bytecode compiled now: the unprivileged user cannot write it, and compiling every
+# module at each start (twice: alembic, then the service) slows the way to `healthy`.
+RUN python -m compileall -q app migrations
 USER 10001:10001
 EXPOSE 8064
 # The command and timings of the ILPS compose file, so `docker run` alone behaves alike.
