@@ -7,12 +7,18 @@ Everything is read from the environment or a `.env` file with the `MANAGER_` pre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 StageName = Literal["preprocessing", "transcribing", "feedback"]
 STAGES: tuple[StageName, ...] = ("preprocessing", "transcribing", "feedback")
@@ -105,6 +111,24 @@ class Settings(BaseSettings):
     graylog_host: str | None = None
     graylog_port: int = Field(default=12201, ge=1, le=65535)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The ILPS platform gives every service one shared .env. With "_" as the nesting
+        # delimiter, a foreign MANAGER_SERVICE_FEEDBACK_HOST_ALIAS would be read as
+        # service_feedback.host = {"alias": ...} and stop the service; so both sources
+        # see only the names of real settings, and everything else is ignored.
+        for source in (env_settings, dotenv_settings):
+            if isinstance(source, EnvSettingsSource):
+                source.env_vars = _only_settings(source.env_vars, source.env_prefix)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
     @property
     def logs_as_json(self) -> bool:
         return self.log_format == "json" if self.log_format else not self.debug_mode
@@ -171,6 +195,32 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 "missing required setting(s): " + ", ".join(missing) + " (see .env.example)"
             )
+
+
+def setting_names() -> frozenset[str]:
+    """Every variable name the settings read, without the prefix, in lower case.
+
+    A nested service is read field by field (`service_feedback_host`) or, as pydantic
+    also allows, whole as JSON (`service_feedback`).
+    """
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        names.add(name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= {f"{name}_{sub}" for sub in annotation.model_fields}
+    return frozenset(names)
+
+
+def _only_settings(variables: Mapping[str, str | None], prefix: str) -> dict[str, str | None]:
+    """The variables that name a setting (unprefixed ones are never read anyway)."""
+    prefix = prefix.lower()
+    known = setting_names()
+    return {
+        name: value
+        for name, value in variables.items()
+        if not name.lower().startswith(prefix) or name.lower()[len(prefix) :] in known
+    }
 
 
 def load_settings() -> Settings:
