@@ -35,6 +35,12 @@ class ServiceReadiness(BaseModel):
     error: str | None = None
 
 
+class WorkerReadiness(BaseModel):
+    ok: bool = Field(description="Every configured worker is running and none is stopping.")
+    live: int = Field(description="Pipeline workers of this process still running.")
+    configured: int = Field(description="`MANAGER_WORKER_CONCURRENCY`.")
+
+
 class ReadinessResponse(BaseModel):
     model_config = {
         "json_schema_extra": {
@@ -47,6 +53,7 @@ class ReadinessResponse(BaseModel):
                         "expected_revision": "0001",
                         "error": None,
                     },
+                    "workers": {"ok": True, "live": 8, "configured": 8},
                     "services": {
                         "transcribing": {
                             "ok": False,
@@ -60,8 +67,12 @@ class ReadinessResponse(BaseModel):
         }
     }
 
-    status: str = Field(description="`ready` when the database answers at the latest schema.")
+    status: str = Field(
+        description="`ready` when the database answers at the latest schema and every "
+        "configured worker of this process is running."
+    )
     database: DatabaseReadiness
+    workers: WorkerReadiness
     services: dict[str, ServiceReadiness] = Field(
         description="Each audio service's /health; reported, never a reason to be unready."
     )
@@ -91,17 +102,30 @@ async def metrics(runtime: RuntimeDep) -> Response:
 @router.get(
     "/health/ready",
     response_model=ReadinessResponse,
-    summary="Readiness: database reachable and migrated",
+    summary="Readiness: database reachable and migrated, all workers running",
     responses={503: {"model": ReadinessResponse, "description": "Not ready."}},
 )
 async def readiness(runtime: RuntimeDep, response: Response) -> ReadinessResponse:
     database, services = await asyncio.gather(
         _database_readiness(runtime), _services_readiness(runtime)
     )
-    if not database.ok:
+    workers = _workers_readiness(runtime)
+    ready = database.ok and workers.ok
+    if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return ReadinessResponse(
-        status="ready" if database.ok else "not ready", database=database, services=services
+        status="ready" if ready else "not ready",
+        database=database,
+        workers=workers,
+        services=services,
+    )
+
+
+def _workers_readiness(runtime: Runtime) -> WorkerReadiness:
+    pool = runtime.workers
+    live, configured = pool.live, pool.configured
+    return WorkerReadiness(
+        ok=live >= configured and not pool.stopping, live=live, configured=configured
     )
 
 
