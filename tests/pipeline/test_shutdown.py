@@ -47,6 +47,7 @@ async def test_sigterm_stops_claiming_at_once_and_exits_within_the_grace_period(
     environment = {
         "MANAGER_SHUTDOWN_GRACE_SECONDS": str(GRACE),
         "MANAGER_SERVICE_TRANSCRIBING_TIMEOUT": "60",
+        "MANAGER_SERVICE_TRANSCRIBING_CONCURRENCY": "4",
         "MANAGER_PIPELINE_MAX_ATTEMPTS": "1000",
         "MANAGER_PIPELINE_BACKOFF_BASE_SECONDS": "0.2",
         "MANAGER_PIPELINE_BACKOFF_MAX_SECONDS": "0.2",
@@ -70,6 +71,7 @@ async def test_sigterm_stops_claiming_at_once_and_exits_within_the_grace_period(
         finally:
             request.close()
 
+    print(f"shutdown took {took:.1f}s (grace {GRACE}s)")
     assert took <= GRACE + MARGIN, f"shutdown took {took:.1f}s"
     late = [
         call.started - signalled
