@@ -117,8 +117,9 @@ async def test_200_tasks_survive_restarts_a_faulty_transcriber_and_a_killed_list
     transcriber.hang_seconds = 1.0
     transcriber.detail = f"model overloaded {DIRTY}"
     transcriber.dirty_text = DIRTY
+    outcomes: list[int | str] = [503, 503, "hang", "ok"]
     # The first 300 calls: mostly 503s (with a NUL in the detail) and timeouts.
-    transcriber.script.extend(rng.choice([503, 503, "hang", "ok"]) for _ in range(300))
+    transcriber.script.extend(rng.choice(outcomes) for _ in range(300))
     fakes.preprocessing.latency = 0.02
 
     started = time.monotonic()
@@ -162,7 +163,7 @@ async def test_200_tasks_survive_restarts_a_faulty_transcriber_and_a_killed_list
 
     runtime = app.state.runtime
     async with engine.connect() as connection:
-        statuses = dict(
+        statuses: dict[str, int] = dict(
             (await connection.execute(text("SELECT status, count(*) FROM tasks GROUP BY status")))
             .tuples()
             .all()
