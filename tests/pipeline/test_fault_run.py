@@ -163,11 +163,10 @@ async def test_200_tasks_survive_restarts_a_faulty_transcriber_and_a_killed_list
 
     runtime = app.state.runtime
     async with engine.connect() as connection:
-        statuses: dict[str, int] = dict(
-            (await connection.execute(text("SELECT status, count(*) FROM tasks GROUP BY status")))
-            .tuples()
-            .all()
+        grouped = await connection.execute(
+            text("SELECT status, count(*) FROM tasks GROUP BY status")
         )
+        statuses: dict[str, int] = {row[0]: row[1] for row in grouped}
         retries = await connection.scalar(
             text("SELECT count(*) FROM task_events WHERE kind = 'retry'")
         )
