@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 import uvicorn
@@ -34,8 +35,9 @@ def main() -> int:
         port=settings.port,
         log_config=None,  # keep the handlers configure_logging installed
         access_log=False,  # RequestContext writes the access line, with the request id
-        # Streams end at once on shutdown; this bounds requests still running.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        # Streams end at once on shutdown; requests still running get the same grace
+        # period as stage calls, which start theirs at the signal too (app/signals.py).
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
     return 0
 

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     pipeline_max_attempts: int = Field(default=5, ge=1)
     pipeline_backoff_base_seconds: float = Field(default=1.0, gt=0)
     pipeline_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    # Claims that took over an expired lease (the holder vanished), not retries.
     pipeline_max_claims: int = Field(default=20, ge=1)
     max_active_tasks_per_user: int = Field(default=2, ge=1)
     audio_retention_hours: float | None = Field(default=None, gt=0)
@@ -196,6 +197,16 @@ class Settings(BaseSettings):
                 "missing required setting(s): " + ", ".join(missing) + " (see .env.example)"
             )
 
+    def check_consistent(self) -> None:
+        """Refuse settings that contradict each other, naming both variables."""
+        base, cap = self.pipeline_backoff_base_seconds, self.pipeline_backoff_max_seconds
+        if base > cap:
+            raise ConfigurationError(
+                f"MANAGER_PIPELINE_BACKOFF_BASE_SECONDS ({base:g}) exceeds "
+                f"MANAGER_PIPELINE_BACKOFF_MAX_SECONDS ({cap:g}): every retry would wait "
+                "the maximum; lower the base or raise the maximum"
+            )
+
 
 def setting_names() -> frozenset[str]:
     """Every variable name the settings read, without the prefix, in lower case.
@@ -234,4 +245,5 @@ def load_settings() -> Settings:
         )
         raise ConfigurationError(f"invalid setting(s): {problems}") from None
     settings.check_required()
+    settings.check_consistent()
     return settings

@@ -29,6 +29,7 @@ from app.metrics import HttpMetrics, create_metrics
 from app.pipeline.clients import create_stage_clients
 from app.pipeline.workers import WorkerPool
 from app.runtime import Runtime
+from app.signals import observe_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
             workers.start()
             # Runs first on the way out: stop claiming and hand back held tasks.
             stack.push_async_callback(workers.stop)
+            # The stop signal stops claiming at once, not after uvicorn's drain.
+            stack.callback(observe_stop_signals(workers.begin_stop))
             app.state.runtime = Runtime(
                 settings=settings,
                 database=database,

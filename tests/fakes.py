@@ -7,6 +7,7 @@ WAV, into the transcription), so every call can be attributed to its task.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
@@ -80,6 +81,9 @@ class FakeStage:
         self._lock = threading.Lock()
         self.hang_seconds = self.HANG_SECONDS
         self.detail = self.DETAIL
+        # Put into the text of every good answer (a transcription, the mistakes' values), to
+        # test what the task manager stores of text it cannot store as is (NUL, surrogates).
+        self.dirty_text = ""
         self.app = FastAPI()
         self.port = 0
 
@@ -101,6 +105,7 @@ class FakeStage:
             self.latency = 0.0
             self.hang_seconds = self.HANG_SECONDS
             self.detail = self.DETAIL
+            self.dirty_text = ""
 
     async def handle(
         self, marker: str, request: dict[str, Any], answer: Callable[[], Response]
@@ -121,7 +126,7 @@ class FakeStage:
                 return JSONResponse({"detail": "too late"}, status_code=504)
             if isinstance(outcome, int):
                 call.outcome = str(outcome)
-                return JSONResponse({"detail": self.detail}, status_code=outcome)
+                return escaped_json({"detail": self.detail}, status_code=outcome)
             if outcome == "bad-body":
                 call.outcome = "bad-body"
                 return JSONResponse({"unexpected": True})
@@ -131,6 +136,11 @@ class FakeStage:
             call.finished = time.monotonic()
             with self._lock:
                 self._in_flight[marker] -= 1
+
+
+def escaped_json(body: Any, status_code: int = 200) -> Response:
+    """JSON with every non-ASCII character escaped, so a lone surrogate can be sent."""
+    return Response(json.dumps(body), status_code=status_code, media_type="application/json")
 
 
 def _preprocessing(stage: FakeStage) -> None:
@@ -160,8 +170,8 @@ def _transcribing(stage: FakeStage) -> None:
         if not (file.filename or "").endswith(".wav") or file.content_type != "audio/wav":
             return JSONResponse({"detail": "Only .wav audio/wav"}, status_code=400)
         marker = _marker_in(data)
-        body = {"transcription": f"p l iː z k ɔː l {marker}"}
-        return await stage.handle(marker, request, lambda: JSONResponse(body))
+        body = {"transcription": f"p l iː z k ɔː l{stage.dirty_text} {marker}"}
+        return await stage.handle(marker, request, lambda: escaped_json(body))
 
 
 def _feedback(stage: FakeStage) -> None:
@@ -171,8 +181,15 @@ def _feedback(stage: FakeStage) -> None:
         actual = str(body.get("actual_result", ""))
         marker = actual.rsplit(" ", 1)[-1]
         uuid.UUID(body["text_id"])
-        answer = {"accuracy": FEEDBACK_ACCURACY, "mistakes": FEEDBACK_MISTAKES}
-        return await stage.handle(marker, dict(body), lambda: JSONResponse(answer))
+        mistakes: list[Any] = FEEDBACK_MISTAKES
+        if stage.dirty_text:
+            dirty = stage.dirty_text
+            mistakes = [
+                *FEEDBACK_MISTAKES,
+                {f"note{dirty}": f"value{dirty}", "score": float("nan")},
+            ]
+        answer = {"accuracy": FEEDBACK_ACCURACY, "mistakes": mistakes}
+        return await stage.handle(marker, dict(body), lambda: escaped_json(answer))
 
 
 def _serve(stage: FakeStage) -> uvicorn.Server:

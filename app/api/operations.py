@@ -40,6 +40,12 @@ class ServiceReadiness(BaseModel):
     error: str | None = None
 
 
+class WorkerReadiness(BaseModel):
+    ok: bool = Field(description="Every configured worker is running and none is stopping.")
+    live: int = Field(description="Pipeline workers of this process still running.")
+    configured: int = Field(description="`MANAGER_WORKER_CONCURRENCY`.")
+
+
 class ReadinessResponse(BaseModel):
     model_config = {
         "json_schema_extra": {
@@ -53,6 +59,7 @@ class ReadinessResponse(BaseModel):
                         "error": None,
                     },
                     "listener": {"ok": True, "state": "connected"},
+                    "workers": {"ok": True, "live": 8, "configured": 8},
                     "services": {
                         "transcribing": {
                             "ok": False,
@@ -67,11 +74,12 @@ class ReadinessResponse(BaseModel):
     }
 
     status: str = Field(
-        description="`ready` when the database answers at the latest schema and the "
-        "listener runs (connected or reconnecting)."
+        description="`ready` when the database answers at the latest schema, the listener "
+        "runs (connected or reconnecting) and every configured worker of this process runs."
     )
     database: DatabaseReadiness
     listener: ListenerReadiness
+    workers: WorkerReadiness
     services: dict[str, ServiceReadiness] = Field(
         description="Each audio service's /health; reported, never a reason to be unready."
     )
@@ -101,7 +109,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
 @router.get(
     "/health/ready",
     response_model=ReadinessResponse,
-    summary="Readiness: database reachable and migrated",
+    summary="Readiness: database reachable and migrated, all workers running",
     responses={503: {"model": ReadinessResponse, "description": "Not ready."}},
 )
 async def readiness(runtime: RuntimeDep, response: Response) -> ReadinessResponse:
@@ -111,14 +119,24 @@ async def readiness(runtime: RuntimeDep, response: Response) -> ReadinessRespons
     state = runtime.listener.state
     # While it reconnects, streams only lag (it re-reads on connecting); stopped, they stall.
     listener = ListenerReadiness(ok=state != "stopped", state=state)
-    ready = database.ok and listener.ok
+    workers = _workers_readiness(runtime)
+    ready = database.ok and listener.ok and workers.ok
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return ReadinessResponse(
         status="ready" if ready else "not ready",
         database=database,
         listener=listener,
+        workers=workers,
         services=services,
+    )
+
+
+def _workers_readiness(runtime: Runtime) -> WorkerReadiness:
+    pool = runtime.workers
+    live, configured = pool.live, pool.configured
+    return WorkerReadiness(
+        ok=live >= configured and not pool.stopping, live=live, configured=configured
     )
 
 

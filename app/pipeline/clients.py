@@ -18,6 +18,7 @@ from app.pipeline.errors import (
     failure_from_response,
     failure_from_transport,
 )
+from app.pipeline.storable import storable_json, storable_text
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class TranscribingClient(ServiceClient):
         transcription = body.get("transcription")
         if not isinstance(transcription, str):
             raise PermanentFailure("invalid response: no 'transcription' string")
-        return transcription
+        return storable_text(transcription)
 
 
 class FeedbackClient(ServiceClient):
@@ -113,7 +114,7 @@ class FeedbackClient(ServiceClient):
             raise PermanentFailure(f"invalid response: accuracy {accuracy} is outside 0–100")
         if not isinstance(mistakes, list):
             raise PermanentFailure("invalid response: no 'mistakes' list")
-        return Assessment(accuracy=float(accuracy), mistakes=mistakes)
+        return Assessment(accuracy=float(accuracy), mistakes=storable_json(mistakes))
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -6,16 +6,18 @@ import json
 
 import httpx
 
+from app.pipeline.storable import storable_text
+
 _MAX_REASON = 300
 
 
 class StageFailure(Exception):
-    """A stage call failed; `reason` is one line a person can read."""
+    """A stage call failed; `reason` is one line a person can read, and storable."""
 
     transient = False
 
     def __init__(self, reason: str) -> None:
-        self.reason = _one_line(reason)
+        self.reason = _one_line(storable_text(reason))
         super().__init__(self.reason)
 
 

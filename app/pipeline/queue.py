@@ -34,7 +34,7 @@ class ClaimedTask:
     text_id: uuid.UUID
     status: TaskStatus
     stage_attempts: int
-    claim_count: int
+    claim_count: int  # claims that took over an expired lease, this one included
     has_preprocessed_audio: bool
     result: str | None
     created_at: datetime
@@ -71,7 +71,9 @@ _CLAIM = text(
         UPDATE tasks SET
             lease_owner = :owner,
             lease_expires_at = now() + make_interval(secs => :lease),
-            claim_count = claim_count + 1
+            -- A lease still set is one that expired: its holder vanished mid-task. Retries
+            -- and shutdown hand-backs clear the lease, so they are not counted.
+            claim_count = claim_count + (tasks.lease_expires_at IS NOT NULL)::int
         FROM candidate WHERE tasks.id = candidate.id
         RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
                   tasks.claim_count, tasks.result, tasks.created_at

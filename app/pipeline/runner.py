@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
@@ -91,9 +92,9 @@ class TaskRunner:
             return None
         held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
         try:
-            if task.claim_count > self.settings.pipeline_max_claims:
-                # Every earlier holder vanished mid-task (crash, kill): stop trying.
-                comment = f"abandoned after {task.claim_count - 1} interrupted attempts"
+            if task.claim_count >= self.settings.pipeline_max_claims:
+                # So many holders vanished mid-task (crash, kill) that it will not finish.
+                comment = f"abandoned after {task.claim_count} interrupted attempts"
                 if await self._write(
                     lambda c: queue.fail_task(c, task.id, owner=self.owner, comment=comment)
                 ):
@@ -133,14 +134,31 @@ class TaskRunner:
     # ------------------------------------------------------------------ stages
 
     async def run(self, held: HeldTask) -> None:
-        """Take the task to its end, to a retry later, or hand it back; never raises."""
+        """Take the task to its end, to a retry later, or hand it back; never raises.
+
+        When even the outcome cannot be written (the database stays away longer than a
+        lease, or refuses the write), the task is left to its lease: once that expires,
+        a claim takes it over and counts the attempt as interrupted.
+        """
         task_id = held.task.id
         with task_context(task_id, _stage_name(held.status)):
-            await self._run_logged(held)
+            try:
+                await self._run_logged(held)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "task %s: could not record the outcome in %s; it is taken up again "
+                    "when its lease expires",
+                    task_id,
+                    held.status,
+                )
 
     async def _run_logged(self, held: HeldTask) -> None:
         task_id = held.task.id
         try:
+            if self.is_stopping():
+                raise StopRequested()  # claimed as the signal came: call no stage
             await self._run_stages(held)
         except LeaseLost:
             log.info("task %s: lease lost (deleted or taken over); stopping", task_id)
@@ -305,7 +323,7 @@ class TaskRunner:
         out a database restart here saves calling the stage again.
         """
         deadline = asyncio.get_running_loop().time() + self.settings.worker_lease_seconds
-        pause = 0.2
+        failures = 0
         while True:
             try:
                 async with self.database.autocommit.connect() as connection:
@@ -313,11 +331,18 @@ class TaskRunner:
             except (LeaseLost, StopRequested):
                 raise
             except Exception as error:
-                if not _is_connection_error(error) or asyncio.get_running_loop().time() > deadline:
+                if not is_database_unavailable(error):
                     raise
-                log.warning("database unreachable (%s); retrying the write", type(error).__name__)
+                failures += 1
+                pause = retry_delay(failures, base=0.2, cap=2.0)
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+                log.warning(
+                    "database unavailable (%s); retrying the write in %.1fs",
+                    _describe(error),
+                    pause,
+                )
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
 
 
 def _stage_name(status: TaskStatus) -> str:
@@ -325,11 +350,28 @@ def _stage_name(status: TaskStatus) -> str:
     return STAGE_BY_STATUS.get(status.value, status.value)
 
 
-def _is_connection_error(error: BaseException) -> bool:
+# SQLSTATE classes and codes that mean "the server cannot serve this now", not "this
+# statement is wrong": connection exceptions, insufficient resources (too many clients,
+# disk full), operator intervention (shutdown, starting up), and conflicts to retry.
+_UNAVAILABLE_CLASSES = ("08", "53", "57P")
+_RETRYABLE_CODES = frozenset({"40001", "40P01", "55P03"})
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Would the same statement likely succeed a little later? (restart, full, pool)."""
+    if isinstance(error, PoolTimeout | TimeoutError | OSError | ConnectionError):
+        return True
     if isinstance(error, DBAPIError):
-        return (
-            bool(error.connection_invalidated)
-            or isinstance(error.orig, OSError)
-            or ("connection" in str(error.orig).lower())
-        )
-    return isinstance(error, OSError | ConnectionError)
+        if error.connection_invalidated or isinstance(error.orig, OSError):
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        if sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _RETRYABLE_CODES:
+            return True
+        # asyncpg's InterfaceError for a connection that closed under it has no SQLSTATE.
+        return "connection" in str(error.orig).lower()
+    return False
+
+
+def _describe(error: BaseException) -> str:
+    sqlstate = getattr(error.orig, "sqlstate", None) if isinstance(error, DBAPIError) else None
+    return f"SQLSTATE {sqlstate}" if sqlstate else type(error).__name__

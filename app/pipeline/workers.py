@@ -13,6 +13,7 @@ from app.config import Settings
 from app.db.engine import Database
 from app.metrics import Metrics
 from app.pipeline import queue
+from app.pipeline.backoff import retry_delay
 from app.pipeline.clients import StageClients
 from app.pipeline.runner import TaskRunner
 from app.pipeline.wakeup import Wakeup
@@ -20,6 +21,10 @@ from app.pipeline.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_SECONDS = 600.0
+# A worker that hit an error starts again after this, doubling up to the poll interval.
+ERROR_PAUSE_SECONDS = 0.2
+# Handing back the leases at the end must not hold up the exit when the database is away.
+HAND_BACK_SECONDS = 2.0
 
 
 def lease_owner_name() -> str:
@@ -44,6 +49,7 @@ class WorkerPool:
         self.owner = owner or lease_owner_name()
         self.wakeup = Wakeup()
         self._stopping = False
+        self._stopped: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._housekeeping: asyncio.Task[None] | None = None
         self.runner = TaskRunner(
@@ -73,12 +79,40 @@ class WorkerPool:
         # Creations may have been missed while the listener was away.
         self.wakeup.notify()
 
-    async def stop(self) -> None:
-        """Stop claiming, let running stages finish within the grace period, hand back the rest."""
+    @property
+    def configured(self) -> int:
+        return self.settings.worker_concurrency
+
+    @property
+    def live(self) -> int:
+        """Workers still running; fewer than `configured` only after a fault or at shutdown."""
+        return sum(1 for worker in self._workers if not worker.done())
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def begin_stop(self) -> None:
+        """Stop claiming now, and start the grace period of running stages.
+
+        Called at the stop signal, while uvicorn still drains requests, so the grace
+        period runs alongside the drain instead of after it; safe to call twice.
+        """
+        if self._stopped is not None:
+            return
         self._stopping = True
         self.wakeup.notify()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        self._stopped = asyncio.create_task(self._stop(), name="workers-stop")
+
+    async def stop(self) -> None:
+        """Stop claiming, let running stages finish within the grace period, hand back the rest."""
+        self.begin_stop()
+        assert self._stopped is not None
+        await self._stopped
+
+    async def _stop(self) -> None:
         if self._workers:
             _, unfinished = await asyncio.wait(
                 self._workers, timeout=self.settings.shutdown_grace_seconds
@@ -86,31 +120,42 @@ class WorkerPool:
             for worker in unfinished:
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            async with self.database.autocommit.connect() as connection:
-                released = await queue.release_all_leases(connection, owner=self.owner)
-            if released:
-                log.info("handed back %d unfinished task(s) for another process", released)
+        try:
+            async with asyncio.timeout(HAND_BACK_SECONDS):
+                async with self.database.autocommit.connect() as connection:
+                    released = await queue.release_all_leases(connection, owner=self.owner)
+        except Exception:  # the leases expire on their own; another process resumes then
+            log.warning("could not hand back the tasks still held", exc_info=True)
+            return
+        if released:
+            log.info("handed back %d unfinished task(s) for another process", released)
 
     async def _work(self) -> None:
-        pause = 0.5
+        """Claim and run tasks until stopped; no error ends a worker, only cancellation."""
+        failures = 0
         while not self._stopping:
             try:
-                held = await self.runner.claim()
+                await self._claim_and_run()
             except Exception:
-                log.warning("claiming failed; retrying in %.1fs", pause, exc_info=True)
+                failures += 1
+                pause = retry_delay(
+                    failures, base=ERROR_PAUSE_SECONDS, cap=self.settings.worker_poll_seconds
+                )
+                log.warning("worker error; going on in %.1fs", pause, exc_info=True)
                 await self.wakeup.wait(pause)
-                pause = min(pause * 2, self.settings.worker_poll_seconds)
-                continue
-            pause = 0.5
-            if held is None:
-                await self._idle()
-                continue
-            self.held += 1
-            try:
-                await self.runner.run(held)
-            finally:
-                self.held -= 1
+            else:
+                failures = 0
+
+    async def _claim_and_run(self) -> None:
+        held = await self.runner.claim()
+        if held is None:
+            await self._idle()
+            return
+        self.held += 1
+        try:
+            await self.runner.run(held)
+        finally:
+            self.held -= 1
 
     async def _idle(self) -> None:
         """Sleep until woken, until the next retry falls due, or the poll interval passes."""

@@ -99,3 +99,14 @@ def test_start_py_exits_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1, completed.stderr
     assert "MANAGER_DB_POSTGRES_HOST" in lines[0]
+
+
+def test_a_backoff_base_above_its_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANAGER_PIPELINE_BACKOFF_BASE_SECONDS", "90")
+    monkeypatch.setenv("MANAGER_PIPELINE_BACKOFF_MAX_SECONDS", "60")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "\n" not in message
+    assert "MANAGER_PIPELINE_BACKOFF_BASE_SECONDS" in message
+    assert "MANAGER_PIPELINE_BACKOFF_MAX_SECONDS" in message
