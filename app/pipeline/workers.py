@@ -11,9 +11,11 @@ import uuid
 
 from app.config import Settings
 from app.db.engine import Database
+from app.db.url import asyncpg_dsn
 from app.metrics import Metrics
 from app.pipeline import queue
 from app.pipeline.clients import StageClients
+from app.pipeline.liveness import OwnerLock
 from app.pipeline.runner import TaskRunner
 from app.pipeline.wakeup import Wakeup
 
@@ -56,8 +58,18 @@ class WorkerPool:
             metrics=metrics,
         )
         self.held = 0  # tasks this process's workers hold right now
+        self.liveness = OwnerLock(
+            asyncpg_dsn(database.url),
+            owner=self.owner,
+            new_owner=lease_owner_name,
+            on_renamed=self._renamed,
+            on_held=self.wakeup.notify,  # claims found nothing while the lock was away
+            application_name=settings.service_name,
+        )
 
     def start(self) -> None:
+        if self.settings.worker_concurrency > 0:
+            self.liveness.start()
         for number in range(self.settings.worker_concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"worker-{number}"))
         if self.settings.audio_retention_hours is not None:
@@ -91,6 +103,11 @@ class WorkerPool:
                 released = await queue.release_all_leases(connection, owner=self.owner)
             if released:
                 log.info("handed back %d unfinished task(s) for another process", released)
+        await self.liveness.stop()
+
+    def _renamed(self, owner: str) -> None:
+        self.owner = owner
+        self.runner.rename(owner)
 
     async def _work(self) -> None:
         pause = 0.5
