@@ -53,7 +53,7 @@ $$
 CLEAR_FUNCTION = """
 CREATE FUNCTION queue_users_clear() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM queue_users;
+    TRUNCATE queue_users;
     RETURN NULL;
 END
 $$
