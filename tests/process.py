@@ -42,7 +42,13 @@ class ServiceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        eventually_sync(self._healthy, within=30, message=f"the service on {self.port} to answer")
+        try:
+            eventually_sync(
+                self._healthy, within=30, message=f"the service on {self.port} to answer"
+            )
+        except BaseException:
+            self.__exit__(None, None, None)  # `with` does not clean up after a failed enter
+            raise
         return self
 
     def _healthy(self) -> bool:
