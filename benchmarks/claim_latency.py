@@ -253,7 +253,7 @@ async def measure(
             after, reads = await time_claims(
                 connection, after_claim(), count=args.claims, budget=args.budget, with_audio=True
             )
-            summary = {
+            summary: dict[str, Any] = {
                 "description": scenario.description,
                 "before_buffers": await plan_buffers(connection, BEFORE_CLAIM),
                 "after_buffers": await plan_buffers(connection, after_claim()),

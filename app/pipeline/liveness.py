@@ -77,8 +77,8 @@ class OwnerLock:
                     timeout=10,
                     server_settings={"application_name": f"{self._application_name}/liveness"},
                 )
-            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-                log.warning("liveness lock: cannot connect (%s); retrying in %.1fs", error, backoff)
+            except Exception as error:  # whatever the failure, this loop must go on
+                log.warning("liveness lock: cannot connect (%r); retrying in %.1fs", error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
