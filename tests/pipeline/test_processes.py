@@ -193,7 +193,10 @@ async def test_a_killed_process_s_task_is_taken_over_long_before_its_lease_ends(
 ) -> None:
     fakes.preprocessing.latency = 120
     marker, other = new_marker(), new_marker()
-    long_lease = {"MANAGER_WORKER_LEASE_SECONDS": "60"}
+    long_lease = {
+        "MANAGER_WORKER_LEASE_SECONDS": "60",
+        "MANAGER_SERVICE_PREPROCESSING_TIMEOUT": "300",  # the held call must not time out
+    }
     with service_process("first", **long_lease) as first:
         task_id = await upload(first.base_url, marker)
         await eventually(
