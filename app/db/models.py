@@ -61,6 +61,8 @@ class Task(Base):
     # Pipeline bookkeeping: who works on the task until when, and not before when.
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the lease was last taken or renewed under its owner's liveness lock.
+    leased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     stage_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     # Counts every claim, so a task that keeps killing its worker is failed, not retried forever.
@@ -82,12 +84,42 @@ class Task(Base):
         ),
         # Tasks in flight per user, for the fairness cap of the claim.
         Index("ix_tasks_leased_user", "user_id", postgresql_where=text("lease_owner IS NOT NULL")),
+        # A user's unfinished tasks, oldest first: the claim's pick within a user.
+        Index(
+            "ix_tasks_user_unfinished",
+            "user_id",
+            "created_at",
+            "id",
+            postgresql_where=text(_TERMINAL_SQL),
+        ),
         # The workers' queue: only unfinished tasks, oldest first.
         Index(
             "ix_tasks_unfinished",
             "created_at",
             "id",
             postgresql_where=text(_TERMINAL_SQL),
+        ),
+    )
+
+
+class QueueUser(Base):
+    """A user and the creation time of their oldest unfinished task (NULL: none).
+
+    Kept by triggers on `tasks` (migration 0002), never written by the application: the
+    claim walks users in this order instead of walking every waiting task.
+    """
+
+    __tablename__ = "queue_users"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    oldest_unfinished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "ix_queue_users_oldest",
+            "oldest_unfinished_at",
+            "user_id",
+            postgresql_where=text("oldest_unfinished_at IS NOT NULL"),
         ),
     )
 

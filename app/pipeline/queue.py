@@ -11,7 +11,7 @@ round trip, on an autocommit connection) and is still all-or-nothing.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -44,46 +44,101 @@ class ClaimedTask:
 # Claims queue up behind one transaction-scoped advisory lock. Without it, claims running
 # at the same moment cannot see each other's uncommitted leases and the per-user cap
 # overshoots; with it, each claim's statement starts after the previous claim committed.
-# A claim is two short statements, so this still allows about a thousand claims a second.
+# The claim reads a bounded number of rows (below) and no audio, so the lock is held for
+# well under a millisecond whatever the backlog.
 CLAIM_LOCK_KEY = 0x1175_7A5C
 _TAKE_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
-# The oldest runnable task whose lease is free or expired, skipping rows another worker
-# is claiming right now, and skipping users who already have enough tasks in flight.
-# It returns the audio the next stage needs, so the worker needs no second read.
+# Owner liveness. Each worker process holds a session-level advisory lock on
+# `hashtextextended(owner, 0)` for as long as its lock connection lives (see
+# `app.pipeline.liveness`). `_LIVE_OWNERS` is the set of such keys held right now: one
+# read of the lock table per statement, however many tasks the statement looks at.
+_LIVE_OWNERS = """
+    SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
+    FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+"""
+_HOLDING = "hashtextextended(:owner, 0) = ANY(live.keys)"
+
+
+def _lease_dead(task: str) -> str:
+    """A lease whose owner is gone, judged by the owner's lock rather than the clock.
+
+    It is dead when the owner's lock is free *and* the lease was last stamped (claim or
+    renewal, `leased_at`) after this PostgreSQL server started. Claims and renewals stamp
+    `leased_at` only while the owner's lock is held (checked in the same statement), and
+    an owner never takes the same key again within one server lifetime (a process whose
+    lock connection drops without a server restart takes a new owner name). So a free
+    lock behind a lease stamped in this server lifetime means that lock session has ended:
+    the process died, or it was cut off and has abandoned that name; its late writes are
+    fenced off by `lease_owner`.
+
+    A server restart frees every lock at once, live owners included, until they reconnect.
+    Leases stamped before the restart are therefore judged by the clock alone
+    (`lease_expires_at`), as before: a live owner re-takes its lock and its next renewal
+    stamps the lease again, and a process that died across the restart loses its tasks when
+    their leases run out. Two live processes never take each other's tasks after a restart.
+    """
+    return f"""(
+        {task}.lease_owner IS NOT NULL
+        AND {task}.leased_at > pg_postmaster_start_time()
+        AND NOT hashtextextended({task}.lease_owner, 0) = ANY(live.keys)
+    )"""
+
+
+_LEASE_FREE = "(t.lease_owner IS NULL OR t.lease_expires_at < now() OR " + _lease_dead("t") + ")"
+
+# Users, not tasks, are walked: `queue_users` lists each user with unfinished tasks in the
+# order of their oldest one (kept by triggers on `tasks`, see migration 0002). The claim
+# takes the first user below the per-user cap and that user's oldest runnable task. It
+# skips only users it cannot serve: those at the cap (at most the tasks in flight divided
+# by the cap) and those whose unfinished tasks are all in flight or waiting for a retry,
+# so a user's backlog of any size costs one index probe, and the claim's cost does not
+# grow with the number of waiting tasks. Within a user tasks run oldest first; across
+# users, the one waiting longest for its oldest task goes first.
+# The claim only proceeds while this process's own liveness lock is held (`live` names
+# it), so every lease it stamps was taken under that lock.
 _CLAIM = text(
     f"""
-    WITH candidate AS (
-        SELECT t.id FROM tasks t
-        WHERE t.{_UNFINISHED}
-          AND t.run_after <= now()
-          AND (t.lease_expires_at IS NULL OR t.lease_expires_at < now())
+    WITH live AS MATERIALIZED ({_LIVE_OWNERS}),
+    candidate AS (
+        SELECT pick.id FROM live CROSS JOIN queue_users u
+        CROSS JOIN LATERAL (
+            SELECT t.id FROM tasks t
+            WHERE t.user_id = u.user_id
+              AND t.{_UNFINISHED}
+              AND t.run_after <= now()
+              AND {_LEASE_FREE}
+            ORDER BY t.created_at, t.id
+            LIMIT 1
+            FOR UPDATE OF t SKIP LOCKED
+        ) pick
+        WHERE u.oldest_unfinished_at IS NOT NULL
+          AND {_HOLDING}
           AND (
               SELECT count(*) FROM tasks busy
-              WHERE busy.user_id = t.user_id
+              WHERE busy.user_id = u.user_id
                 AND busy.lease_owner IS NOT NULL
                 AND busy.lease_expires_at >= now()
+                AND NOT {_lease_dead("busy")}
           ) < :per_user
-        ORDER BY t.created_at, t.id
+        ORDER BY u.oldest_unfinished_at, u.user_id
         LIMIT 1
-        FOR UPDATE OF t SKIP LOCKED
-    ), claimed AS (
-        UPDATE tasks SET
-            lease_owner = :owner,
-            lease_expires_at = now() + make_interval(secs => :lease),
-            -- A lease still set is one that expired: its holder vanished mid-task. Retries
-            -- and shutdown hand-backs clear the lease, so they are not counted.
-            claim_count = claim_count + (tasks.lease_expires_at IS NOT NULL)::int
-        FROM candidate WHERE tasks.id = candidate.id
-        RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
-                  tasks.claim_count, tasks.result, tasks.created_at
     )
-    SELECT claimed.*, wav.content IS NOT NULL AS has_preprocessed_audio,
-           CASE WHEN wav.content IS NULL THEN upload.content
-                WHEN claimed.result IS NULL THEN wav.content END AS audio
-    FROM claimed
-    LEFT JOIN task_audio wav ON wav.task_id = claimed.id AND wav.kind = 'preprocessed'
-    LEFT JOIN task_audio upload ON upload.task_id = claimed.id AND upload.kind = 'upload'
+    UPDATE tasks SET
+        lease_owner = :owner,
+        lease_expires_at = now() + make_interval(secs => :lease),
+        leased_at = now(),
+        -- A lease still set is one that expired (or whose owner died): its holder vanished
+        -- mid-task. Retries and shutdown hand-backs clear the lease, so they do not count.
+        claim_count = claim_count + (tasks.lease_expires_at IS NOT NULL)::int
+    FROM candidate WHERE tasks.id = candidate.id
+    RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
+              tasks.claim_count, tasks.result, tasks.created_at,
+              EXISTS (
+                  SELECT 1 FROM task_audio wav
+                  WHERE wav.task_id = tasks.id AND wav.kind = 'preprocessed'
+              ) AS has_preprocessed_audio
     """
 )
 
@@ -91,7 +146,11 @@ _CLAIM = text(
 async def claim_next_task(
     connection: AsyncConnection, *, owner: str, lease_seconds: float, per_user: int
 ) -> ClaimedTask | None:
-    """Lease the next task to `owner`; the caller's transaction must commit at once."""
+    """Lease the next task to `owner`; the caller's transaction must commit at once.
+
+    The task comes without its audio: read it with `with_stage_audio` after the commit,
+    so the bytes are not read while the claim lock is held.
+    """
     await connection.execute(_TAKE_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY})
     row = (
         (
@@ -104,7 +163,6 @@ async def claim_next_task(
     )
     if row is None:
         return None
-    audio = row["audio"]
     return ClaimedTask(
         id=row["id"],
         user_id=row["user_id"],
@@ -115,8 +173,27 @@ async def claim_next_task(
         has_preprocessed_audio=row["has_preprocessed_audio"],
         result=row["result"],
         created_at=row["created_at"],
-        audio=None if audio is None else bytes(audio),
+        audio=None,
     )
+
+
+# The input of the task's next stage: the upload before preprocessing, the WAV before
+# transcribing, nothing before feedback (the transcription is on the task).
+_STAGE_AUDIO = text(
+    """
+    SELECT content FROM task_audio
+    WHERE task_id = :task_id AND kind = :kind
+    """
+)
+
+
+async def with_stage_audio(connection: AsyncConnection, task: ClaimedTask) -> ClaimedTask:
+    """`task` with the audio its next stage needs, read in a statement of its own."""
+    if task.has_preprocessed_audio and task.result is not None:
+        return task
+    kind = "preprocessed" if task.has_preprocessed_audio else "upload"
+    audio = await connection.scalar(_STAGE_AUDIO, {"task_id": task.id, "kind": kind})
+    return replace(task, audio=None if audio is None else bytes(audio))
 
 
 def _recorded(update: str, *, kind: str = "'status'", extra: str = "", **event: str) -> TextClause:
@@ -313,9 +390,14 @@ async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
     return None if value is None else float(value)
 
 
+# The lease is stamped as taken under the owner's lock only while that lock is held (see
+# `_lease_dead`); without it, the renewal still extends the clock.
 _RENEW = text(
     f"""
-    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)
+    WITH live AS MATERIALIZED ({_LIVE_OWNERS})
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease),
+        leased_at = CASE WHEN {_HOLDING} THEN now() ELSE leased_at END
+    FROM live
     WHERE {_HELD}
     RETURNING id
     """

@@ -8,6 +8,7 @@ starts at the first stage without output and never calls a finished stage again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -74,8 +75,20 @@ class TaskRunner:
         self.database = database
         self.clients = clients
         self.owner = owner
+        # Set when `owner` is given up (see `rename`); renewals wait on it.
+        self._owner_given_up = asyncio.Event()
         self.schedule_wakeup = schedule_wakeup
         self.is_stopping = is_stopping
+
+    def rename(self, owner: str) -> None:
+        """Work as `owner` from now on; tasks held under the old name stop at once.
+
+        Their next fenced write fails on `lease_owner`, and their lease renewal, woken
+        here, cancels the stage call in progress.
+        """
+        self.owner = owner
+        self._owner_given_up.set()
+        self._owner_given_up = asyncio.Event()
 
     # ---------------------------------------------------------------- claiming
 
@@ -90,6 +103,14 @@ class TaskRunner:
             )
         if task is None:
             return None
+        claimed = task
+        try:
+            # After the claim committed: reading the audio does not hold up other claims.
+            task = await self._write(lambda c: queue.with_stage_audio(c, claimed))
+        except Exception:
+            with contextlib.suppress(Exception):  # give it back rather than sit on it
+                await self._write(lambda c: queue.release_lease(c, claimed.id, owner=self.owner))
+            raise
         held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
         try:
             if task.claim_count >= self.settings.pipeline_max_claims:
@@ -252,8 +273,12 @@ class TaskRunner:
     async def _keep_lease(self, task: ClaimedTask) -> None:
         """Renew the lease every third of its length; return once it is lost."""
         interval = self.settings.worker_lease_seconds / 3
+        given_up = self._owner_given_up
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(given_up.wait(), timeout=interval)
+            if given_up.is_set():
+                return
             try:
                 async with self.database.autocommit.connect() as connection:
                     renewed = await queue.renew_lease(

@@ -11,10 +11,12 @@ import uuid
 
 from app.config import Settings
 from app.db.engine import Database
+from app.db.url import asyncpg_dsn
 from app.metrics import Metrics
 from app.pipeline import queue
 from app.pipeline.backoff import retry_delay
 from app.pipeline.clients import StageClients
+from app.pipeline.liveness import OwnerLock
 from app.pipeline.runner import TaskRunner
 from app.pipeline.wakeup import Wakeup
 
@@ -62,8 +64,18 @@ class WorkerPool:
             metrics=metrics,
         )
         self.held = 0  # tasks this process's workers hold right now
+        self.liveness = OwnerLock(
+            asyncpg_dsn(database.url),
+            owner=self.owner,
+            new_owner=lease_owner_name,
+            on_renamed=self._renamed,
+            on_held=self.wakeup.notify,  # claims found nothing while the lock was away
+            application_name=settings.service_name,
+        )
 
     def start(self) -> None:
+        if self.settings.worker_concurrency > 0:
+            self.liveness.start()
         for number in range(self.settings.worker_concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"worker-{number}"))
         if self.settings.audio_retention_hours is not None:
@@ -124,11 +136,15 @@ class WorkerPool:
             async with asyncio.timeout(HAND_BACK_SECONDS):
                 async with self.database.autocommit.connect() as connection:
                     released = await queue.release_all_leases(connection, owner=self.owner)
+            if released:
+                log.info("handed back %d unfinished task(s) for another process", released)
         except Exception:  # the leases expire on their own; another process resumes then
             log.warning("could not hand back the tasks still held", exc_info=True)
-            return
-        if released:
-            log.info("handed back %d unfinished task(s) for another process", released)
+        await self.liveness.stop()
+
+    def _renamed(self, owner: str) -> None:
+        self.owner = owner
+        self.runner.rename(owner)
 
     async def _work(self) -> None:
         """Claim and run tasks until stopped; no error ends a worker, only cancellation."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -199,3 +200,39 @@ async def test_sigterm_finishes_in_flight_calls_and_hands_tasks_back(
         assert len(fakes.preprocessing.calls_for(marker)) == 1
         assert len(fakes.transcribing.calls_for(marker)) == 1  # nothing in flight was cut off
     assert await task_row(engine, task_ids[0]) is not None
+
+
+async def test_a_killed_process_s_task_is_taken_over_long_before_its_lease_ends(
+    service_process: ProcessFactory, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    fakes.preprocessing.latency = 120
+    marker, other = new_marker(), new_marker()
+    long_lease = {
+        "MANAGER_WORKER_LEASE_SECONDS": "60",
+        "MANAGER_SERVICE_PREPROCESSING_TIMEOUT": "300",  # the held call must not time out
+    }
+    with service_process("first", **long_lease) as first:
+        task_id = await upload(first.base_url, marker)
+        await eventually(
+            lambda: asyncio.sleep(0, result=bool(fakes.preprocessing.calls_for(marker))),
+            message="the preprocessor to be called",
+        )
+        holder = (await task_row(engine, task_id) or {})["lease_owner"]
+        with service_process("second", **long_lease) as second:
+            # The second process claims and finishes work of its own meanwhile, and
+            # leaves the task of the live first process alone.
+            fakes.preprocessing.latency = 0
+            other_id = await upload(second.base_url, other)
+            assert (await wait_terminal(engine, other_id, within=30))["status"] == "completed"
+            row = await task_row(engine, task_id)
+            assert row is not None
+            assert (row["lease_owner"], row["status"]) == (holder, "preprocessing")
+
+            first.kill()
+            killed = time.monotonic()
+            row = await wait_terminal(engine, task_id, within=30)
+            took = time.monotonic() - killed
+
+    assert row["status"] == "completed", row["comment"]
+    assert took < 15, f"taken over and finished {took:.1f}s after the kill (lease: 60s)"
+    assert len(fakes.preprocessing.calls_for(marker)) == 2  # the killed call, then the new one

@@ -1,0 +1,130 @@
+"""The process's liveness lock: how other processes learn at once that this one is gone.
+
+A worker process holds a session-level advisory lock on `hashtextextended(owner, 0)` on a
+connection of its own for as long as it lives. PostgreSQL frees the lock when that
+connection ends, which is when the process is killed, runs out of memory or loses its
+machine, so a claim elsewhere can take its tasks over at once instead of waiting for
+their leases to run out (see `queue._lease_dead` for the rule and why it is safe).
+
+The lock connection can also drop while the process lives on. Then the process may have
+lost its tasks already, so when it reconnects to the same server it takes a new owner
+name: its running stages notice at their next renewal or write that the tasks are no
+longer theirs and stop, and the tasks under the old name stay free for anyone to claim.
+When the server itself restarted (a new `pg_postmaster_start_time()`), every lock was
+dropped at once and leases stamped before the restart are judged by the clock alone, so
+the process keeps its name and its tasks. Until the lock is held, claims by this process
+find nothing (the claim checks the lock in the same statement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL_SECONDS = 1.0
+WATCH_TIMEOUT_SECONDS = 5.0
+
+
+class OwnerLock:
+    """Holds `owner`'s liveness lock on a dedicated connection, reconnecting with backoff."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        owner: str,
+        new_owner: Callable[[], str],
+        on_renamed: Callable[[str], None],
+        on_held: Callable[[], None],
+        application_name: str = "task-manager",
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.owner = owner
+        self._dsn = dsn
+        self._new_owner = new_owner
+        self._on_renamed = on_renamed
+        self._on_held = on_held
+        self._application_name = application_name
+        self._max_backoff = max_backoff
+        self._server_started: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.held = asyncio.Event()
+        self.backend_pid: int | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="liveness-lock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                connection = await asyncpg.connect(
+                    self._dsn,
+                    timeout=10,
+                    server_settings={"application_name": f"{self._application_name}/liveness"},
+                )
+            except Exception as error:  # whatever the failure, this loop must go on
+                log.warning("liveness lock: cannot connect (%r); retrying in %.1fs", error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            try:
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _, lost=lost: lost.set())
+                await self._take(connection)
+                backoff = 0.1
+                self.held.set()
+                self._on_held()
+                await self._watch(connection, lost)
+                log.warning("liveness lock: connection lost; %s stops claiming", self.owner)
+            except Exception as error:  # any end of the connection: reconnect
+                log.warning("liveness lock: lost (%r); retrying in %.1fs", error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            finally:
+                self.held.clear()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), timeout=2)
+
+    async def _take(self, connection: Any) -> None:
+        started: datetime = await connection.fetchval("SELECT pg_postmaster_start_time()")
+        if self._server_started is not None and started == self._server_started:
+            # The lock was free while this server ran on: our tasks may be someone else's.
+            self._rename("the liveness lock was lost while the database ran on")
+        self._server_started = started
+        while not await connection.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", self.owner
+        ):
+            # Our previous lock session has not ended on the server yet (a half-open
+            # connection); a new name is as safe and does not wait for it.
+            self._rename("the previous liveness lock is still held")
+        self.backend_pid = connection.get_server_pid()
+        log.info("liveness lock held for %s", self.owner)
+
+    def _rename(self, why: str) -> None:
+        previous, self.owner = self.owner, self._new_owner()
+        log.warning("%s: tasks held as %s are given up; now %s", why, previous, self.owner)
+        self._on_renamed(self.owner)
+
+    async def _watch(self, connection: Any, lost: asyncio.Event) -> None:
+        """Return when the connection ends; a half-open one is caught by a cheap query."""
+        while not lost.is_set() and not connection.is_closed():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), timeout=WATCH_INTERVAL_SECONDS)
+            if lost.is_set():
+                return
+            await asyncio.wait_for(connection.execute("SELECT 1"), timeout=WATCH_TIMEOUT_SECONDS)

@@ -1,0 +1,262 @@
+"""The claim itself: its cost with a large backlog, and taking over from dead owners."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.pipeline import queue
+
+pytestmark = pytest.mark.usefixtures("clean_database")
+
+HeldLock = Callable[[str], AbstractAsyncContextManager[None]]
+
+
+@pytest.fixture
+def liveness_lock(engine: AsyncEngine) -> HeldLock:
+    """Hold an owner's liveness lock for a block, as its process's lock connection does."""
+
+    @asynccontextmanager
+    async def hold(owner: str) -> AsyncIterator[None]:
+        async with engine.connect() as connection:
+            await connection.execute(
+                text("SELECT pg_advisory_lock(hashtextextended(:owner, 0))"), {"owner": owner}
+            )
+            await connection.commit()
+            try:
+                yield
+            finally:
+                await connection.execute(text("SELECT pg_advisory_unlock_all()"))
+                await connection.commit()
+
+    return hold
+
+
+async def add_tasks(engine: AsyncEngine, user_id: uuid.UUID, count: int) -> None:
+    """`count` waiting tasks of one user, created a millisecond apart, oldest first."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                """
+                INSERT INTO tasks (user_id, text_id, created_at)
+                SELECT :user_id, gen_random_uuid(),
+                       now() - interval '1 day' + g * interval '1 millisecond'
+                FROM generate_series(1, :count) g
+                """
+            ),
+            {"user_id": user_id, "count": count},
+        )
+
+
+async def lease_oldest(
+    engine: AsyncEngine,
+    user_id: uuid.UUID,
+    *,
+    owner: str,
+    count: int = 1,
+    seconds: float = 3600,
+    leased_at: str = "now()",
+) -> list[uuid.UUID]:
+    async with engine.begin() as connection:
+        rows = await connection.execute(
+            text(
+                f"""
+                UPDATE tasks SET lease_owner = :owner, status = 'preprocessing',
+                    lease_expires_at = now() + make_interval(secs => :seconds),
+                    leased_at = {leased_at}
+                WHERE id IN (SELECT id FROM tasks WHERE user_id = :user_id
+                             ORDER BY created_at LIMIT :count)
+                RETURNING id
+                """
+            ),
+            {"owner": owner, "seconds": seconds, "user_id": user_id, "count": count},
+        )
+        return [row[0] for row in rows]
+
+
+async def claim(engine: AsyncEngine, owner: str, per_user: int = 2) -> queue.ClaimedTask | None:
+    async with engine.begin() as connection:
+        return await queue.claim_next_task(
+            connection, owner=owner, lease_seconds=30, per_user=per_user
+        )
+
+
+async def claim_buffers(connection: AsyncConnection, owner: str) -> int:
+    """Shared buffers the claim statement touches (EXPLAIN ANALYZE, rolled back)."""
+    params: dict[str, Any] = {"owner": owner, "lease": 30, "per_user": 2}
+    compiled = queue._CLAIM.bindparams(**params).compile(
+        compile_kwargs={"literal_binds": True}, dialect=connection.dialect
+    )
+    transaction = await connection.begin()
+    try:
+        plan = await connection.scalar(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}"))
+    finally:
+        await transaction.rollback()
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+
+
+async def test_a_backlog_at_the_cap_costs_the_claim_nothing_more(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    heavy, light = uuid.uuid4(), uuid.uuid4()
+    buffers: dict[int, int] = {}
+    async with liveness_lock("busy"), liveness_lock("me"):
+        for backlog in (1_000, 20_000):
+            async with engine.begin() as connection:
+                await connection.execute(text("TRUNCATE tasks CASCADE"))
+            await add_tasks(engine, heavy, backlog)
+            await lease_oldest(engine, heavy, owner="busy", count=2)  # the heavy user's cap
+            await add_tasks(engine, light, 1)
+            async with engine.begin() as connection:
+                await connection.execute(text("ANALYZE tasks"))
+            async with engine.connect() as connection:
+                buffers[backlog] = await claim_buffers(connection, "me")
+
+            claimed = await claim(engine, "me")
+
+            assert claimed is not None
+            assert claimed.user_id == light
+            assert await claim(engine, "me") is None  # the heavy user is at the cap
+
+    # Twenty times the backlog, and not one page more than the margin of a deeper index.
+    assert buffers[20_000] <= buffers[1_000] + 8, buffers
+    assert buffers[20_000] < 200, buffers
+
+
+async def test_a_dead_owner_s_task_is_claimed_before_its_lease_ends(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 1)
+    [task_id] = await lease_oldest(engine, user, owner="gone", seconds=3600)
+
+    async with liveness_lock("me"):
+        claimed = await claim(engine, "me")
+
+    assert claimed is not None
+    assert claimed.id == task_id
+    assert claimed.status.value == "preprocessing"  # resumed where the dead owner was
+
+
+async def test_a_live_owner_keeps_its_task_until_its_lock_is_gone(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 1)
+    [task_id] = await lease_oldest(engine, user, owner="alive", seconds=3600)
+
+    async with liveness_lock("me"):
+        async with liveness_lock("alive"):
+            assert await claim(engine, "me") is None
+        claimed = await claim(engine, "me")
+
+    assert claimed is not None
+    assert claimed.id == task_id
+
+
+async def test_leases_stamped_before_a_server_restart_are_judged_by_the_clock(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    # After a restart every lock is free until its owner reconnects: a lease taken before
+    # it does not prove its owner is gone, so it is left alone until it runs out.
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 2)
+    before_restart = "pg_postmaster_start_time() - interval '1 second'"
+    await lease_oldest(engine, user, owner="reconnecting", count=2, leased_at=before_restart)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE tasks SET lease_expires_at = now() - interval '1 second' "
+                 "WHERE id = (SELECT id FROM tasks ORDER BY created_at DESC LIMIT 1)")
+        )  # fmt: skip
+
+    async with liveness_lock("me"):
+        first = await claim(engine, "me", per_user=5)
+        second = await claim(engine, "me", per_user=5)
+
+    assert first is not None  # the one whose clock ran out
+    assert second is None  # the other is still its owner's
+
+
+async def test_a_process_without_its_liveness_lock_claims_nothing(engine: AsyncEngine) -> None:
+    await add_tasks(engine, uuid.uuid4(), 1)
+
+    assert await claim(engine, "unlocked") is None
+
+
+async def test_dead_owners_leases_do_not_count_towards_the_cap(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 3)
+    await lease_oldest(engine, user, owner="gone", count=2)
+    async with liveness_lock("me"):
+        claimed = [await claim(engine, "me") for _ in range(3)]
+
+    assert [task is not None for task in claimed] == [True, True, False]  # exactly the cap
+
+
+async def test_renewing_without_the_lock_does_not_restamp_the_lease(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 1)
+    before = "now() - interval '1 hour'"
+    [task_id] = await lease_oldest(engine, user, owner="me", leased_at=before)
+
+    async def renew_and_read() -> tuple[bool, Any]:
+        async with engine.connect() as connection:
+            renewed = await queue.renew_lease(connection, task_id, owner="me", lease_seconds=30)
+            await connection.commit()
+            stamped = await connection.scalar(
+                text("SELECT leased_at > now() - interval '1 minute' FROM tasks WHERE id = :id"),
+                {"id": task_id},
+            )
+        return renewed, stamped
+
+    assert await renew_and_read() == (True, False)
+    async with liveness_lock("me"):
+        assert await renew_and_read() == (True, True)
+
+
+async def test_the_user_queue_follows_creation_finish_and_deletion(engine: AsyncEngine) -> None:
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 3)
+
+    async def oldest() -> Any:
+        async with engine.connect() as connection:
+            return await connection.scalar(
+                text(
+                    "SELECT oldest_unfinished_at = (SELECT min(created_at) FROM tasks "
+                    "WHERE user_id = :u AND status NOT IN ('completed', 'failed')) "
+                    "OR (oldest_unfinished_at IS NULL AND NOT EXISTS (SELECT 1 FROM tasks "
+                    "WHERE user_id = :u AND status NOT IN ('completed', 'failed'))) "
+                    "FROM queue_users WHERE user_id = :u"
+                ),
+                {"u": user},
+            )
+
+    assert await oldest() is True
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE tasks SET status = 'completed' WHERE id = "
+                 "(SELECT id FROM tasks WHERE user_id = :u ORDER BY created_at LIMIT 1)"),
+            {"u": user},
+        )  # fmt: skip
+    assert await oldest() is True
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("DELETE FROM tasks WHERE user_id = :u AND status <> 'completed'"), {"u": user}
+        )
+    assert await oldest() is True
+    async with engine.connect() as connection:
+        assert await connection.scalar(
+            text("SELECT oldest_unfinished_at FROM queue_users WHERE user_id = :u"), {"u": user}
+        ) is None  # fmt: skip
