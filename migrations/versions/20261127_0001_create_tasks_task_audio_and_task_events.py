@@ -1,9 +1,9 @@
 """create tasks, task audio and task events (taking over the original's tasks)
 
-The original task manager's table (revision c7e1b585e358) is renamed aside, this
-service's tables are created exactly as this revision has always created them (databases
-built by it before it had a parent exist, and must match), and every original task is
-copied over with a history the original never kept. A task the original left unfinished
+The original task manager's rows (revision c7e1b585e358) are set aside in a temporary
+table, this service's tables are created exactly as this revision has always created them
+(databases built by it before it had a parent exist, and must match), and every original
+task is copied over with a history the original never kept. A task the original left unfinished
 cannot be resumed, because the original never stored its audio: it becomes `failed`,
 with a comment telling the learner to record it again.
 
@@ -59,7 +59,19 @@ DOWNGRADE_NOTE = (
     "version, which cannot resume it; please record it again."
 )
 
-# Convert through text so a `real` such as 57.1 stays 57.1 rather than 57.099998474121094.
+# The original's rows wait in a temporary table while its table is replaced: renaming it
+# aside instead would leave its constraint names taken (PostgreSQL 18 names NOT NULL
+# constraints too), and ours would get suffixed ones. Convert through text so a `real`
+# such as 57.1 stays 57.1 rather than 57.099998474121094.
+_SET_ORIGINAL_ASIDE = sa.text(
+    """
+    CREATE TEMPORARY TABLE original_tasks AS
+    SELECT id, user_id, text_id, title, status::text AS status, result,
+           accuracy::text::double precision AS accuracy, mistakes::jsonb AS mistakes,
+           comment, created_at, completed_at
+    FROM tasks
+    """
+)
 # An earlier comment of an unfinished task is kept after the note, so nothing is lost.
 _TAKE_OVER_TASKS = sa.text(
     """
@@ -67,10 +79,8 @@ _TAKE_OVER_TASKS = sa.text(
                        comment, created_at, updated_at, completed_at, last_event_seq)
     SELECT id, user_id, text_id,
            CASE WHEN title = '' THEN :default_title ELSE title END,
-           CASE WHEN finished THEN lower(status::text) ELSE 'failed' END,
-           result,
-           accuracy::text::double precision,
-           mistakes::jsonb,
+           CASE WHEN finished THEN lower(status) ELSE 'failed' END,
+           result, accuracy, mistakes,
            CASE WHEN finished THEN comment
                 ELSE concat_ws(' ', CAST(:note AS text), 'Earlier note: ' || comment) END,
            created_at,
@@ -106,16 +116,15 @@ _COUNT_ORIGINAL = sa.text(
 
 
 def upgrade() -> None:
-    # The original's constraint and index names (tasks_pkey, task_*_idx) differ from ours,
-    # so its table can stand aside under another name while ours is created.
-    op.execute("ALTER TABLE tasks RENAME TO original_tasks")
-    _create_tables()
     bind = op.get_bind()
+    bind.execute(_SET_ORIGINAL_ASIDE)
+    op.execute("DROP TABLE tasks")
+    op.execute("DROP TYPE status")
+    _create_tables()
     counts = bind.execute(_COUNT_ORIGINAL).one()
     bind.execute(_TAKE_OVER_TASKS, {"default_title": DEFAULT_TITLE, "note": UPGRADE_NOTE})
     bind.execute(_WRITE_HISTORY)
     op.execute("DROP TABLE original_tasks")
-    op.execute("DROP TYPE status")
     log.info(
         "Took over the original task manager's tasks: %d kept, %d unfinished failed "
         "(the original kept no audio to resume them), %d empty titles set to %r",
@@ -274,6 +283,16 @@ ORIGINAL_SCHEMA = (
     "CREATE INDEX task_text_id_idx ON tasks USING hash (text_id)",
     "CREATE INDEX task_user_id_idx ON tasks USING hash (user_id)",
 )
+# As in the upgrade, our rows wait in a temporary table while the original's is created.
+_SET_OURS_ASIDE = sa.text(
+    """
+    CREATE TEMPORARY TABLE tasks_0001 AS
+    SELECT id, user_id, text_id, title, status, result,
+           accuracy::text::real AS accuracy, mistakes::json AS mistakes,
+           comment, created_at, completed_at
+    FROM tasks
+    """
+)
 _HAND_BACK_TASKS = sa.text(
     """
     INSERT INTO tasks (id, status, user_id, text_id, result, created_at, completed_at,
@@ -284,9 +303,7 @@ _HAND_BACK_TASKS = sa.text(
            CASE WHEN finished THEN completed_at ELSE now() END,
            CASE WHEN finished THEN comment
                 ELSE concat_ws(' ', CAST(:note AS text), 'Earlier note: ' || comment) END,
-           title,
-           accuracy::text::real,
-           mistakes::json
+           title, accuracy, mistakes
     FROM (
         SELECT *, status IN ('completed', 'failed') AS finished FROM tasks_0001
     ) AS ours
@@ -302,16 +319,16 @@ _COUNT_OURS = sa.text(
 
 
 def downgrade() -> None:
+    bind = op.get_bind()
+    bind.execute(_SET_OURS_ASIDE)
     op.drop_table("task_events")
     op.drop_table("task_audio")
-    # Our names (pk_tasks, ix_tasks_*) differ from the original's, as in the upgrade.
-    op.execute("ALTER TABLE tasks RENAME TO tasks_0001")
+    op.drop_table("tasks")
     for statement in ORIGINAL_SCHEMA:
         op.execute(statement)
-    bind = op.get_bind()
     counts = bind.execute(_COUNT_OURS).one()
     bind.execute(_HAND_BACK_TASKS, {"note": DOWNGRADE_NOTE})
-    op.drop_table("tasks_0001")
+    op.execute("DROP TABLE tasks_0001")
     log.info(
         "Handed the tasks back to the original task manager's schema: %d kept, %d unfinished "
         "failed; audio, history and leases dropped",

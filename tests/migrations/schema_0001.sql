@@ -1,85 +1,75 @@
--- The schema revision 0001 created before the takeover revision became its parent,
--- frozen from `pg_dump --schema-only` of a database migrated by that revision (PostgreSQL 15).
--- Databases built this way exist; the tests load this file, stamped 0001, and upgrade it.
+-- The DDL revision 0001 ran before it had a parent revision, frozen from its
+-- `alembic upgrade head --sql` output. Databases built by it exist, stamped 0001; the tests
+-- load this file and check that such a database reaches the same head as any other.
 
-CREATE TABLE public.alembic_version (
-    version_num character varying(32) NOT NULL
+CREATE TABLE alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
 
-CREATE TABLE public.task_audio (
-    task_id uuid NOT NULL,
-    kind character varying(16) NOT NULL,
-    content bytea NOT NULL,
-    filename character varying(255),
-    content_type character varying(255),
-    size integer NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT ck_task_audio_kind_known CHECK (((kind)::text = ANY ((ARRAY['upload'::character varying, 'preprocessed'::character varying])::text[]))),
-    CONSTRAINT ck_task_audio_not_empty CHECK ((size > 0))
+-- Running upgrade  -> 0001
+
+CREATE TABLE tasks (
+    id UUID DEFAULT gen_random_uuid() NOT NULL,
+    user_id UUID NOT NULL,
+    text_id UUID NOT NULL,
+    title VARCHAR(50) DEFAULT 'Упражнение' NOT NULL,
+    status VARCHAR(16) DEFAULT 'created' NOT NULL,
+    result TEXT,
+    accuracy FLOAT,
+    mistakes JSONB,
+    comment TEXT,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    completed_at TIMESTAMP WITH TIME ZONE,
+    idempotency_key VARCHAR(255),
+    request_fingerprint VARCHAR(64),
+    lease_owner VARCHAR(64),
+    lease_expires_at TIMESTAMP WITH TIME ZONE,
+    run_after TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    stage_attempts INTEGER DEFAULT '0' NOT NULL,
+    claim_count INTEGER DEFAULT '0' NOT NULL,
+    last_event_seq INTEGER DEFAULT '0' NOT NULL,
+    CONSTRAINT pk_tasks PRIMARY KEY (id),
+    CONSTRAINT ck_tasks_status_known CHECK (status IN ('created', 'started', 'preprocessing', 'transcribing', 'evaluating', 'completed', 'failed')),
+    CONSTRAINT ck_tasks_accuracy_range CHECK (accuracy >= 0 AND accuracy <= 100),
+    CONSTRAINT ck_tasks_title_not_empty CHECK (char_length(title) > 0)
 );
 
-CREATE TABLE public.task_events (
-    task_id uuid NOT NULL,
-    seq integer NOT NULL,
-    kind character varying(16) NOT NULL,
-    status character varying(16) NOT NULL,
-    stage character varying(16),
-    attempt integer,
-    detail text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT ck_task_events_kind_known CHECK (((kind)::text = ANY ((ARRAY['status'::character varying, 'retry'::character varying])::text[])))
+CREATE INDEX ix_tasks_leased_user ON tasks (user_id) WHERE lease_owner IS NOT NULL;
+
+CREATE INDEX ix_tasks_unfinished ON tasks (created_at, id) WHERE status NOT IN ('completed', 'failed');
+
+CREATE INDEX ix_tasks_user_created ON tasks (user_id, created_at DESC, id DESC);
+
+CREATE UNIQUE INDEX uq_tasks_user_idempotency_key ON tasks (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE task_audio (
+    task_id UUID NOT NULL,
+    kind VARCHAR(16) NOT NULL,
+    content BYTEA NOT NULL,
+    filename VARCHAR(255),
+    content_type VARCHAR(255),
+    size INTEGER NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    CONSTRAINT pk_task_audio PRIMARY KEY (task_id, kind),
+    CONSTRAINT ck_task_audio_kind_known CHECK (kind IN ('upload', 'preprocessed')),
+    CONSTRAINT ck_task_audio_not_empty CHECK (size > 0),
+    CONSTRAINT fk_task_audio_task_id_tasks FOREIGN KEY(task_id) REFERENCES tasks (id) ON DELETE CASCADE
 );
 
-CREATE TABLE public.tasks (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    user_id uuid NOT NULL,
-    text_id uuid NOT NULL,
-    title character varying(50) DEFAULT 'Упражнение'::character varying NOT NULL,
-    status character varying(16) DEFAULT 'created'::character varying NOT NULL,
-    result text,
-    accuracy double precision,
-    mistakes jsonb,
-    comment text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    completed_at timestamp with time zone,
-    idempotency_key character varying(255),
-    request_fingerprint character varying(64),
-    lease_owner character varying(64),
-    lease_expires_at timestamp with time zone,
-    run_after timestamp with time zone DEFAULT now() NOT NULL,
-    stage_attempts integer DEFAULT 0 NOT NULL,
-    claim_count integer DEFAULT 0 NOT NULL,
-    last_event_seq integer DEFAULT 0 NOT NULL,
-    CONSTRAINT ck_tasks_accuracy_range CHECK (((accuracy >= (0)::double precision) AND (accuracy <= (100)::double precision))),
-    CONSTRAINT ck_tasks_status_known CHECK (((status)::text = ANY ((ARRAY['created'::character varying, 'started'::character varying, 'preprocessing'::character varying, 'transcribing'::character varying, 'evaluating'::character varying, 'completed'::character varying, 'failed'::character varying])::text[]))),
-    CONSTRAINT ck_tasks_title_not_empty CHECK ((char_length((title)::text) > 0))
+CREATE TABLE task_events (
+    task_id UUID NOT NULL,
+    seq INTEGER NOT NULL,
+    kind VARCHAR(16) NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    stage VARCHAR(16),
+    attempt INTEGER,
+    detail TEXT,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    CONSTRAINT pk_task_events PRIMARY KEY (task_id, seq),
+    CONSTRAINT ck_task_events_kind_known CHECK (kind IN ('status', 'retry')),
+    CONSTRAINT fk_task_events_task_id_tasks FOREIGN KEY(task_id) REFERENCES tasks (id) ON DELETE CASCADE
 );
 
-ALTER TABLE ONLY public.alembic_version
-    ADD CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num);
-
-ALTER TABLE ONLY public.task_audio
-    ADD CONSTRAINT pk_task_audio PRIMARY KEY (task_id, kind);
-
-ALTER TABLE ONLY public.task_events
-    ADD CONSTRAINT pk_task_events PRIMARY KEY (task_id, seq);
-
-ALTER TABLE ONLY public.tasks
-    ADD CONSTRAINT pk_tasks PRIMARY KEY (id);
-
-CREATE INDEX ix_tasks_leased_user ON public.tasks USING btree (user_id) WHERE (lease_owner IS NOT NULL);
-
-CREATE INDEX ix_tasks_unfinished ON public.tasks USING btree (created_at, id) WHERE ((status)::text <> ALL ((ARRAY['completed'::character varying, 'failed'::character varying])::text[]));
-
-CREATE INDEX ix_tasks_user_created ON public.tasks USING btree (user_id, created_at DESC, id DESC);
-
-CREATE UNIQUE INDEX uq_tasks_user_idempotency_key ON public.tasks USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
-
-ALTER TABLE ONLY public.task_audio
-    ADD CONSTRAINT fk_task_audio_task_id_tasks FOREIGN KEY (task_id) REFERENCES public.tasks(id) ON DELETE CASCADE;
-
-ALTER TABLE ONLY public.task_events
-    ADD CONSTRAINT fk_task_events_task_id_tasks FOREIGN KEY (task_id) REFERENCES public.tasks(id) ON DELETE CASCADE;
-
-INSERT INTO public.alembic_version (version_num) VALUES ('0001');
+INSERT INTO alembic_version (version_num) VALUES ('0001');
