@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
+from alembic.util import CommandError
 from sqlalchemy import URL
 
 from app.db.migrations import (
@@ -368,31 +368,57 @@ def _alembic_cli(
     )
 
 
-@pytest.mark.parametrize(
-    "revision", ["defd820781f5", "d6a08a1eb0c1", "638b5cfed907", "5960e8216d49", "7c8979e05723"]
+OLDER_ORIGINAL_REVISIONS = (
+    "defd820781f5",
+    "d6a08a1eb0c1",
+    "638b5cfed907",
+    "5960e8216d49",
+    "7c8979e05723",
 )
-async def test_an_older_original_revision_is_refused_in_one_line(
-    postgres: SessionPostgres, revision: str
-) -> None:
+
+
+async def _database_at(postgres: SessionPostgres, revision: str) -> URL:
     url = await postgres.create_database("ilps_older")
+    await execute_sql(
+        url,
+        "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
+        f"INSERT INTO alembic_version VALUES ('{revision}');",
+    )
+    return url
+
+
+async def _revisions(url: URL) -> list[str]:
+    return [row["version_num"] for row in await fetch(url, "SELECT * FROM alembic_version")]
+
+
+async def test_an_older_original_revision_is_refused_in_one_line(
+    postgres: SessionPostgres,
+) -> None:
+    url = await _database_at(postgres, "7c8979e05723")
     try:
-        await execute_sql(
-            url,
-            "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
-            f"INSERT INTO alembic_version VALUES ('{revision}');",
-        )
         run = _alembic_cli(postgres, url, "upgrade", "head")
 
         assert run.returncode != 0
         lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
-        assert len(lines) == 1, lines
-        assert lines[0].startswith("FAILED: ")
-        assert revision in lines[0]
-        assert "c7e1b585e358" in lines[0]
-        assert "alembic upgrade head" in lines[0]
-        assert [
-            row["version_num"] for row in await fetch(url, "SELECT * FROM alembic_version")
-        ] == [revision]
+        assert lines == [
+            "FAILED: this database is at revision 7c8979e05723 of the original task manager, "
+            "older than its last revision c7e1b585e358: run the original's `alembic upgrade "
+            "head` (with its own image) first, then this one"
+        ]
+        assert await _revisions(url) == ["7c8979e05723"]
+    finally:
+        await postgres.drop_database(url)
+
+
+@pytest.mark.parametrize("revision", OLDER_ORIGINAL_REVISIONS)
+async def test_every_older_original_revision_is_refused(
+    postgres: SessionPostgres, revision: str
+) -> None:
+    url = await _database_at(postgres, revision)
+    try:
+        with pytest.raises(CommandError, match=f"at revision {revision} of the original"):
+            await upgrade_to_head(url)
+        assert await _revisions(url) == [revision]
     finally:
         await postgres.drop_database(url)
 
