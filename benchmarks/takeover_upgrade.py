@@ -55,7 +55,11 @@ STATUS_WEIGHTS = {
     "TRANSCRIBING": 0.01,
     "EVALUATING": 0.01,
 }
-PHONEMES = "p b t d k g f v θ ð s z ʃ ʒ h m n ŋ l r w j i ɪ e ɛ æ ʌ ə ɑ ɔ ʊ u aɪ aʊ ɔɪ".split()
+# English phonemes in IPA, as the transcriber writes them.
+PHONEMES = (
+    "p", "b", "t", "d", "k", "g", "f", "v", "θ", "ð", "s", "z", "ʃ", "ʒ", "h", "m", "n", "ŋ",
+    "l", "r", "w", "j", "i", "ɪ", "e", "ɛ", "æ", "ʌ", "ə", "ɑ", "ɔ", "ʊ", "u", "aɪ", "aʊ",
+)  # fmt: skip
 MISTAKE_TYPES = ("Replacement", "Insertion", "Deletion")
 
 
