@@ -1,9 +1,9 @@
 """create tasks, task audio and task events (taking over the original's tasks)
 
-The original task manager's rows (revision c7e1b585e358) are set aside in a temporary
-table, this service's tables are created exactly as this revision has always created them
-(databases built by it before it had a parent exist, and must match), and every original
-task is copied over with a history the original never kept. A task the original left unfinished
+The original task manager's table (revision c7e1b585e358) is renamed aside, this
+service's tables are created exactly as this revision has always created them (databases
+built by it before it had a parent exist, and must match), and every original task is
+copied over with a history the original never kept. A task the original left unfinished
 cannot be resumed, because the original never stored its audio: it becomes `failed`,
 with a comment telling the learner to record it again.
 
@@ -59,19 +59,29 @@ DOWNGRADE_NOTE = (
     "version, which cannot resume it; please record it again."
 )
 
-# The original's rows wait in a temporary table while its table is replaced: renaming it
-# aside instead would leave its constraint names taken (PostgreSQL 18 names NOT NULL
-# constraints too), and ours would get suffixed ones. Convert through text so a `real`
-# such as 57.1 stays 57.1 rather than 57.099998474121094.
-_SET_ORIGINAL_ASIDE = sa.text(
-    """
-    CREATE TEMPORARY TABLE original_tasks AS
-    SELECT id, user_id, text_id, title, status::text AS status, result,
-           accuracy::text::double precision AS accuracy, mistakes::jsonb AS mistakes,
-           comment, created_at, completed_at
-    FROM tasks
-    """
-)
+
+def _set_aside(table: str, new_name: str) -> None:
+    """Rename `table` out of the way, with the NOT NULL constraints PostgreSQL 18 names
+    after it (`tasks_id_not_null`): left as they are, the new table's would be suffixed."""
+    op.execute(f"ALTER TABLE {table} RENAME TO {new_name}")
+    op.execute(
+        f"""
+        DO $$
+        DECLARE constraint_name name;
+        BEGIN
+            FOR constraint_name IN
+                SELECT conname FROM pg_constraint
+                WHERE conrelid = '{new_name}'::regclass AND contype = 'n'
+            LOOP
+                EXECUTE format('ALTER TABLE {new_name} RENAME CONSTRAINT %I TO %I',
+                               constraint_name, '{new_name}_' || constraint_name);
+            END LOOP;
+        END $$
+        """
+    )
+
+
+# Convert through text so a `real` such as 57.1 stays 57.1 rather than 57.099998474121094.
 # An earlier comment of an unfinished task is kept after the note, so nothing is lost.
 _TAKE_OVER_TASKS = sa.text(
     """
@@ -79,8 +89,8 @@ _TAKE_OVER_TASKS = sa.text(
                        comment, created_at, updated_at, completed_at, last_event_seq)
     SELECT id, user_id, text_id,
            CASE WHEN title = '' THEN :default_title ELSE title END,
-           CASE WHEN finished THEN lower(status) ELSE 'failed' END,
-           result, accuracy, mistakes,
+           CASE WHEN finished THEN lower(status::text) ELSE 'failed' END,
+           result, accuracy::text::double precision, mistakes::jsonb,
            CASE WHEN finished THEN comment
                 ELSE concat_ws(' ', CAST(:note AS text), 'Earlier note: ' || comment) END,
            created_at,
@@ -116,15 +126,15 @@ _COUNT_ORIGINAL = sa.text(
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    bind.execute(_SET_ORIGINAL_ASIDE)
-    op.execute("DROP TABLE tasks")
-    op.execute("DROP TYPE status")
+    # The original's other names (tasks_pkey, task_*_idx) differ from ours.
+    _set_aside("tasks", "original_tasks")
     _create_tables()
+    bind = op.get_bind()
     counts = bind.execute(_COUNT_ORIGINAL).one()
     bind.execute(_TAKE_OVER_TASKS, {"default_title": DEFAULT_TITLE, "note": UPGRADE_NOTE})
     bind.execute(_WRITE_HISTORY)
     op.execute("DROP TABLE original_tasks")
+    op.execute("DROP TYPE status")
     log.info(
         "Took over the original task manager's tasks: %d kept, %d unfinished failed "
         "(the original kept no audio to resume them), %d empty titles set to %r",
@@ -283,16 +293,6 @@ ORIGINAL_SCHEMA = (
     "CREATE INDEX task_text_id_idx ON tasks USING hash (text_id)",
     "CREATE INDEX task_user_id_idx ON tasks USING hash (user_id)",
 )
-# As in the upgrade, our rows wait in a temporary table while the original's is created.
-_SET_OURS_ASIDE = sa.text(
-    """
-    CREATE TEMPORARY TABLE tasks_0001 AS
-    SELECT id, user_id, text_id, title, status, result,
-           accuracy::text::real AS accuracy, mistakes::json AS mistakes,
-           comment, created_at, completed_at
-    FROM tasks
-    """
-)
 _HAND_BACK_TASKS = sa.text(
     """
     INSERT INTO tasks (id, status, user_id, text_id, result, created_at, completed_at,
@@ -303,7 +303,7 @@ _HAND_BACK_TASKS = sa.text(
            CASE WHEN finished THEN completed_at ELSE now() END,
            CASE WHEN finished THEN comment
                 ELSE concat_ws(' ', CAST(:note AS text), 'Earlier note: ' || comment) END,
-           title, accuracy, mistakes
+           title, accuracy::text::real, mistakes::json
     FROM (
         SELECT *, status IN ('completed', 'failed') AS finished FROM tasks_0001
     ) AS ours
@@ -319,16 +319,16 @@ _COUNT_OURS = sa.text(
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    bind.execute(_SET_OURS_ASIDE)
     op.drop_table("task_events")
     op.drop_table("task_audio")
-    op.drop_table("tasks")
+    # Our other names (pk_tasks, ix_tasks_*) differ from the original's.
+    _set_aside("tasks", "tasks_0001")
     for statement in ORIGINAL_SCHEMA:
         op.execute(statement)
+    bind = op.get_bind()
     counts = bind.execute(_COUNT_OURS).one()
     bind.execute(_HAND_BACK_TASKS, {"note": DOWNGRADE_NOTE})
-    op.execute("DROP TABLE tasks_0001")
+    op.drop_table("tasks_0001")
     log.info(
         "Handed the tasks back to the original task manager's schema: %d kept, %d unfinished "
         "failed; audio, history and leases dropped",
