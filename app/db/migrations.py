@@ -12,6 +12,10 @@ from sqlalchemy import URL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+# The original task manager's last revision, the root of this chain: a database at it holds
+# the original's schema, and `alembic downgrade` to it hands the database back.
+ORIGINAL_REVISION = "c7e1b585e358"
+
 
 def alembic_config(url: URL | None = None) -> Config:
     """The project's `alembic.ini`, optionally pointed at another database."""
@@ -36,3 +40,8 @@ async def upgrade_to_head(url: URL) -> None:
 
 async def downgrade_to_base(url: URL) -> None:
     await asyncio.to_thread(command.downgrade, alembic_config(url), "base")
+
+
+async def downgrade_to(url: URL, revision: str) -> None:
+    """`alembic downgrade <revision>`, e.g. `ORIGINAL_REVISION` to hand the database back."""
+    await asyncio.to_thread(command.downgrade, alembic_config(url), revision)
