@@ -120,8 +120,10 @@ async def read_upload(
     """Check the parts the form schema cannot express and read the audio."""
     if not title.strip():
         raise field_error("title", "The title must not be blank.", title)
-    if _has_control_characters(title):
-        raise field_error("title", "The title must not contain control characters.", title)
+    if _has_unstorable_characters(title):
+        raise field_error(
+            "title", "The title must not contain control characters or lone surrogates.", title
+        )
     limit = settings.max_upload_bytes
     if file.size is not None and file.size > limit:
         raise upload_too_large(settings.max_upload_mb)
@@ -141,14 +143,19 @@ async def read_upload(
     )
 
 
-def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(character) == "Cc" for character in text)
+# Control characters (PostgreSQL refuses NUL in text) and lone surrogates (a field decoded
+# with a charset the client chose, e.g. UTF-7 "+2AA-", which UTF-8 cannot encode).
+_UNSTORABLE = frozenset({"Cc", "Cs"})
+
+
+def _has_unstorable_characters(text: str) -> bool:
+    return any(unicodedata.category(character) in _UNSTORABLE for character in text)
 
 
 def _clean_metadata(value: str | None, limit: int = METADATA_MAX_LENGTH) -> str | None:
     if value is None:
         return None
-    cleaned = "".join(c for c in value if unicodedata.category(c) != "Cc")[:limit]
+    cleaned = "".join(c for c in value if unicodedata.category(c) not in _UNSTORABLE)[:limit]
     return cleaned or None
 
 
