@@ -6,10 +6,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import FollowerIdDep, RuntimeDep
+from app.api.deps import FollowerIdDep, RuntimeDep, trusted_client
 from app.api.schemas import ErrorResponse, LegacyUserRequest
 from app.events.hub import TooManyFollowers
 from app.events.streams import OpenStream, legacy_events, open_stream, resource_events
@@ -80,6 +80,7 @@ async def task_events(
 @router.post(
     "/{task_id}/stream",
     tags=["legacy"],
+    dependencies=[Depends(trusted_client)],
     summary="Follow a task live (legacy)",
     response_class=EventSourceResponse,
     responses=STREAM_RESPONSES,

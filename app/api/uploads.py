@@ -5,11 +5,13 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from tempfile import SpooledTemporaryFile
+from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, File, Form, Header, HTTPException, Request, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.formparsers import MultiPartParser
 
 from app.api.schemas import ErrorResponse
 from app.config import Settings
@@ -17,6 +19,27 @@ from app.db.models import METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
 from app.runtime import Runtime
 from app.tasks import service
 from app.tasks.service import CreatedTask, NewTask
+
+
+# The form has one file and three text fields (title, text_id, and user_id on the legacy
+# route); a few more are tolerated for clients that send extras. A title is 50
+# characters, so a text field has no reason to be larger than a few KiB.
+class FormLimits(TypedDict, total=False):
+    """The limits `Request.form()` and FastAPI's `form_limits` take."""
+
+    max_files: int
+    max_fields: int
+    max_part_size: int
+
+
+MAX_TEXT_FIELDS = 8
+MAX_TEXT_FIELD_BYTES = 8 * 1024
+UPLOAD_FORM_LIMITS = FormLimits(
+    max_files=1, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_FIELD_BYTES
+)
+# Memory a form can hold while it is parsed: the in-memory part of its spooled file
+# plus its text fields at their caps.
+PARSE_MEMORY_BYTES = MultiPartParser.spool_max_size + MAX_TEXT_FIELDS * MAX_TEXT_FIELD_BYTES
 
 FileField = Annotated[
     UploadFile,
@@ -86,6 +109,8 @@ async def upload_parts(
 UploadDep = Annotated[Upload, Depends(upload_parts)]
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
+    400: {"model": ErrorResponse, "description": "Malformed multipart, or a part over its cap."},
+    408: {"model": ErrorResponse, "description": "The body arrived slower than the minimum rate."},
     413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
     415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
 }
@@ -95,7 +120,14 @@ async def create_from_upload(
     session: AsyncSession, runtime: Runtime, user_id: uuid.UUID, upload: Upload
 ) -> CreatedTask:
     """Validate the upload, store the task and count it (a replayed retry is not new)."""
-    async with runtime.upload_memory.reserve(upload.file.size or 0):
+    memory = runtime.upload_memory
+    size = upload.file.size or 0
+    spooled = upload.file.file
+    if isinstance(spooled, SpooledTemporaryFile) and not memory.fits(memory.storage_bytes(size)):
+        # A small file is still in memory after parsing: move it to disk before it waits,
+        # so that waiting uploads hold nothing outside the budget.
+        spooled.rollover()
+    async with memory.reserve(size):
         new = await read_upload(
             runtime.settings,
             user_id=user_id,
