@@ -134,7 +134,7 @@ def test_no_raw_multipart_body_or_header_yields_a_5xx(app: FastAPI) -> None:
             async with httpx.AsyncClient(transport=transport, base_url="http://tm") as client:
                 for path, body, headers in cases:
                     clean = {
-                        name: value.replace("\r", "").replace("\n", "").encode("latin-1")
+                        name.encode(): value.replace("\r", "").replace("\n", "").encode("latin-1")
                         for name, value in headers.items()
                     }
                     response = await client.post(path, content=body, headers=clean)
