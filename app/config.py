@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -90,6 +92,10 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(default=25, gt=0)
     # Upload bytes held in memory at once across requests; more uploads wait their turn.
     upload_memory_mb: float = Field(default=64, gt=0)
+    # A request body must keep arriving at this average rate after a grace period, or
+    # the request is ended with 408: a stalled upload holds a connection and memory.
+    upload_min_rate_kbps: float = Field(default=8, gt=0, description="KiB per second.")
+    upload_rate_grace_seconds: float = Field(default=10, gt=0)
 
     # The pipeline (see app/pipeline).
     worker_concurrency: int = Field(default=8, ge=0, description="0 runs no workers here.")
@@ -136,6 +142,33 @@ class Settings(BaseSettings):
 
     # Verify gateway JWTs on the resource routes instead of trusting X-User-Id.
     auth_jwt_secret: SecretStr | None = None
+    # When set, a token must name this audience / issuer (`aud` / `iss`).
+    auth_jwt_audience: str | None = None
+    auth_jwt_issuer: str | None = None
+    # The legacy routes take the user id from the body; only these networks (the
+    # gateway) may call them. Unset: anyone who reaches the port. A comma-separated list.
+    trusted_clients: Annotated[list[IPv4Network | IPv6Network] | None, NoDecode] = None
+
+    @field_validator("trusted_clients", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        """`10.0.0.0/8, 192.168.1.5` (a bare address is a one-address network)."""
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            return [ip_network(item, strict=False) for item in items] or None
+        return value
+
+    def is_trusted_client(self, host: str | None) -> bool:
+        """May this peer address call the legacy routes?"""
+        if self.trusted_clients is None:
+            return True
+        try:
+            address = ip_address(host or "")
+        except ValueError:  # no address (a Unix socket) or not an IP: not trusted
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:  # a dual-stack socket
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted_clients)
 
     # Live streams (see app/events).
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)

@@ -130,7 +130,12 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
         lifespan=lifespan,
         license_info={"name": "GPL-3.0-only", "identifier": "GPL-3.0-only"},
     )
-    app.add_middleware(UploadSizeLimit, max_upload_mb=settings.max_upload_mb)
+    app.add_middleware(
+        UploadSizeLimit,
+        max_upload_mb=settings.max_upload_mb,
+        min_rate_bytes=settings.upload_min_rate_kbps * 1024,
+        grace_seconds=settings.upload_rate_grace_seconds,
+    )
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(RequestContext)  # outermost: every line of a request has its id
     install_error_handlers(app)

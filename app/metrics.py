@@ -12,6 +12,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TASK_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+# The server accepts any token as a method; each label value is a series kept forever, so
+# anything outside this set counts as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -101,13 +104,14 @@ class HttpMetrics:
             return
         started = time.perf_counter()
         status = 500
+        method = _method_label(scope)
 
         async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 route = _route_template(scope)
-                self.metrics.http_request_duration.labels(route, scope["method"]).observe(
+                self.metrics.http_request_duration.labels(route, method).observe(
                     time.perf_counter() - started
                 )
             await send(message)
@@ -116,11 +120,22 @@ class HttpMetrics:
             await self.app(scope, receive, timed_send)
         finally:
             self.metrics.http_requests.labels(
-                _route_template(scope), scope["method"], str(status)
+                _route_template(scope), method, _status_label(status)
             ).inc()
 
 
+def _method_label(scope: Scope) -> str:
+    method = str(scope["method"])
+    return method if method in KNOWN_METHODS else "other"
+
+
 def _route_template(scope: Scope) -> str:
+    """The matched route's template; the raw path would be a series per task id."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"
+    return path if isinstance(path, str) and path else "unmatched"
+
+
+def _status_label(status: int) -> str:
+    # ASGI lets an app send any integer; only real status codes become label values.
+    return str(status) if 100 <= status <= 599 else "other"

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.identity import resolve_caller
+from app.api.identity import require_trusted_client, resolve_caller
 from app.config import Settings
 from app.runtime import Runtime
 
@@ -104,3 +104,9 @@ async def follower_user_id(
 
 
 FollowerIdDep = Annotated[uuid.UUID, Depends(follower_user_id)]
+
+
+async def trusted_client(request: Request, settings: SettingsDep) -> None:
+    """For legacy routes outside `LegacyRoute`: 403 unless from `MANAGER_TRUSTED_CLIENTS`."""
+    client = request.client
+    require_trusted_client(settings, client.host if client else None)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
@@ -38,6 +42,27 @@ async def _database_error(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": "Internal error."})
 
 
+class EchoSafeJSONResponse(JSONResponse):
+    """JSON that can always be encoded, whatever the client sent.
+
+    A validation error echoes the input, and a form field decoded with the charset the
+    client named (UTF-7, say) can hold a lone surrogate, which UTF-8 cannot encode.
+    """
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", errors="replace")
+
+
+async def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    """FastAPI's own 422 shape, rendered so that no echoed input can turn it into a 500."""
+    assert isinstance(error, RequestValidationError)
+    return EchoSafeJSONResponse(
+        status_code=422, content={"detail": jsonable_encoder(error.errors())}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TaskError, _task_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DBAPIError, _database_error)

@@ -15,10 +15,21 @@ from app.api.schemas import (
     LegacyTaskSummary,
     LegacyUserRequest,
 )
-from app.api.uploads import UPLOAD_RESPONSES, UploadDep, create_from_upload, require_multipart
+from app.api.upload_route import LegacyRoute
+from app.api.uploads import (
+    UPLOAD_FORM_LIMITS,
+    UPLOAD_RESPONSES,
+    UploadDep,
+    create_from_upload,
+    require_multipart,
+)
 from app.tasks import service
 
-router = APIRouter(tags=["legacy"])
+UNTRUSTED: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "The caller is not in MANAGER_TRUSTED_CLIENTS."}
+}
+# The user id comes from the body, so only the gateway may call these (LegacyRoute).
+router = APIRouter(tags=["legacy"], route_class=LegacyRoute, responses=UNTRUSTED)
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such task for this user."}
@@ -32,6 +43,7 @@ UserBody = Annotated[LegacyUserRequest, Body()]
     summary="Upload a recording (legacy)",
     dependencies=[Depends(require_multipart)],
     responses=UPLOAD_RESPONSES,
+    form_limits=UPLOAD_FORM_LIMITS,
 )
 async def transcribe(
     session: SessionDep,

@@ -16,11 +16,20 @@ from app.api.schemas import (
     TaskResource,
     TaskSummary,
 )
-from app.api.uploads import UPLOAD_RESPONSES, UploadDep, create_from_upload, require_multipart
+from app.api.upload_route import ResourceRoute
+from app.api.uploads import (
+    UPLOAD_FORM_LIMITS,
+    UPLOAD_RESPONSES,
+    UploadDep,
+    create_from_upload,
+    require_multipart,
+)
 from app.tasks import service
 from app.tasks.status import TaskStatus
 
-router = APIRouter(prefix="/tasks", tags=["tasks"], responses=UNAUTHENTICATED)
+router = APIRouter(
+    prefix="/tasks", tags=["tasks"], responses=UNAUTHENTICATED, route_class=ResourceRoute
+)
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such task for this user."}
@@ -37,6 +46,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
         200: {"model": TaskResource, "description": "A repeat of an earlier Idempotency-Key."},
         **UPLOAD_RESPONSES,
     },
+    form_limits=UPLOAD_FORM_LIMITS,
 )
 async def create_task(
     session: SessionDep,

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import FollowerIdDep, RuntimeDep
+from app.api.deps import FollowerIdDep, RuntimeDep, trusted_client
 from app.api.schemas import ErrorResponse, LegacyUserRequest
 from app.events.hub import TooManyFollowers, TooManyFollowersForUser
 from app.events.streams import (
@@ -119,6 +119,7 @@ async def task_events(
 @router.post(
     "/{task_id}/stream",
     tags=["legacy"],
+    dependencies=[Depends(trusted_client)],
     summary="Follow a task live (legacy)",
     response_class=EventSourceResponse,
     responses=STREAM_RESPONSES,

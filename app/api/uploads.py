@@ -5,11 +5,13 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from tempfile import SpooledTemporaryFile
+from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, File, Form, Header, HTTPException, Request, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.formparsers import MultiPartParser
 
 from app.api.schemas import ErrorResponse
 from app.config import Settings
@@ -17,6 +19,27 @@ from app.db.models import METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
 from app.runtime import Runtime
 from app.tasks import service
 from app.tasks.service import CreatedTask, NewTask
+
+
+# The form has one file and three text fields (title, text_id, and user_id on the legacy
+# route); a few more are tolerated for clients that send extras. A title is 50
+# characters, so a text field has no reason to be larger than a few KiB.
+class FormLimits(TypedDict, total=False):
+    """The limits `Request.form()` and FastAPI's `form_limits` take."""
+
+    max_files: int
+    max_fields: int
+    max_part_size: int
+
+
+MAX_TEXT_FIELDS = 8
+MAX_TEXT_FIELD_BYTES = 8 * 1024
+UPLOAD_FORM_LIMITS = FormLimits(
+    max_files=1, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_FIELD_BYTES
+)
+# Memory a form can hold while it is parsed: the in-memory part of its spooled file
+# plus its text fields at their caps.
+PARSE_MEMORY_BYTES = MultiPartParser.spool_max_size + MAX_TEXT_FIELDS * MAX_TEXT_FIELD_BYTES
 
 FileField = Annotated[
     UploadFile,
@@ -86,6 +109,8 @@ async def upload_parts(
 UploadDep = Annotated[Upload, Depends(upload_parts)]
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
+    400: {"model": ErrorResponse, "description": "Malformed multipart, or a part over its cap."},
+    408: {"model": ErrorResponse, "description": "The body arrived slower than the minimum rate."},
     413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
     415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
 }
@@ -95,7 +120,14 @@ async def create_from_upload(
     session: AsyncSession, runtime: Runtime, user_id: uuid.UUID, upload: Upload
 ) -> CreatedTask:
     """Validate the upload, store the task and count it (a replayed retry is not new)."""
-    async with runtime.upload_memory.reserve(upload.file.size or 0):
+    memory = runtime.upload_memory
+    size = upload.file.size or 0
+    spooled = upload.file.file
+    if isinstance(spooled, SpooledTemporaryFile) and not memory.fits(memory.storage_bytes(size)):
+        # A small file is still in memory after parsing: move it to disk before it waits,
+        # so that waiting uploads hold nothing outside the budget.
+        spooled.rollover()
+    async with memory.reserve(size):
         new = await read_upload(
             runtime.settings,
             user_id=user_id,
@@ -120,8 +152,10 @@ async def read_upload(
     """Check the parts the form schema cannot express and read the audio."""
     if not title.strip():
         raise field_error("title", "The title must not be blank.", title)
-    if _has_control_characters(title):
-        raise field_error("title", "The title must not contain control characters.", title)
+    if _has_unstorable_characters(title):
+        raise field_error(
+            "title", "The title must not contain control characters or lone surrogates.", title
+        )
     limit = settings.max_upload_bytes
     if file.size is not None and file.size > limit:
         raise upload_too_large(settings.max_upload_mb)
@@ -141,14 +175,19 @@ async def read_upload(
     )
 
 
-def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(character) == "Cc" for character in text)
+# Control characters (PostgreSQL refuses NUL in text) and lone surrogates (a field decoded
+# with a charset the client chose, e.g. UTF-7 "+2AA-", which UTF-8 cannot encode).
+_UNSTORABLE = frozenset({"Cc", "Cs"})
+
+
+def _has_unstorable_characters(text: str) -> bool:
+    return any(unicodedata.category(character) in _UNSTORABLE for character in text)
 
 
 def _clean_metadata(value: str | None, limit: int = METADATA_MAX_LENGTH) -> str | None:
     if value is None:
         return None
-    cleaned = "".join(c for c in value if unicodedata.category(c) != "Cc")[:limit]
+    cleaned = "".join(c for c in value if unicodedata.category(c) not in _UNSTORABLE)[:limit]
     return cleaned or None
 
 

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row
@@ -159,8 +159,10 @@ def decode_cursor(value: str) -> PageCursor:
         padded = value + "=" * (-len(value) % 4)
         created_at, _, task_id = base64.urlsafe_b64decode(padded).decode().partition("|")
         cursor = PageCursor(datetime.fromisoformat(created_at), uuid.UUID(task_id))
-    except (ValueError, UnicodeDecodeError):
+        if cursor.created_at.tzinfo is None:
+            raise InvalidCursor()
+        # The driver converts to UTC; year 1 at +14:00 has no UTC equivalent.
+        cursor.created_at.astimezone(UTC)
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidCursor() from None
-    if cursor.created_at.tzinfo is None:
-        raise InvalidCursor()
     return cursor

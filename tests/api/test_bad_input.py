@@ -148,7 +148,9 @@ async def test_a_file_over_the_limit_is_413(
     assert await count_rows(engine, "tasks") == 0
 
 
-async def test_a_declared_oversized_body_is_refused_before_it_is_read(app: FastAPI) -> None:
+async def test_a_declared_oversized_body_is_refused_before_it_is_read(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
     """The body is never consumed: the app answers from the Content-Length header alone."""
     received: list[int] = []
 
