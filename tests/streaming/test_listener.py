@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db.url import asyncpg_dsn
 from app.events.listener import TaskEventListener
 from app.main import create_app
-from app.tasks.history import EVENTS_CHANNEL
+from app.db.history import EVENTS_CHANNEL
 from tests.fakes import FakeServices
 from tests.live import LiveService, collect, live_server, sse_events, statuses
 from tests.pipeline.conftest import wait_terminal
