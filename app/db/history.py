@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import (
     CTE,
     ColumnElement,
-    Row,
     Select,
     Text,
     Update,
@@ -204,28 +203,29 @@ _TRANSITIONS = text(
 )
 
 
-async def latest_transition(session: AsyncSession, task_id: uuid.UUID) -> Row[Any] | None:
+async def latest_transition(session: AsyncSession, task_id: uuid.UUID) -> tuple[Any, ...] | None:
     """(user_id, seq, status, created_at, accuracy, comment) of the last transition."""
-    return (await session.execute(_LATEST_TRANSITION, {"task_id": task_id})).one_or_none()
+    row = (await session.execute(_LATEST_TRANSITION, {"task_id": task_id})).one_or_none()
+    return None if row is None else tuple(row)
 
 
 async def transitions(
     session: AsyncSession, task_id: uuid.UUID, *, after_seq: int
-) -> Sequence[Row[Any]]:
+) -> list[tuple[Any, ...]]:
     """The task's transitions after `after_seq`, oldest first."""
-    return (await session.execute(_TRANSITIONS, {"task_id": task_id, "after": after_seq})).all()
+    rows = await session.execute(_TRANSITIONS, {"task_id": task_id, "after": after_seq})
+    return [tuple(row) for row in rows]
 
 
 async def transitions_after(
     session: AsyncSession, cursors: dict[uuid.UUID, int]
-) -> Sequence[Row[Any]]:
+) -> list[tuple[Any, ...]]:
     """The transitions of several tasks, each after its own sequence number, in one query."""
     task_ids = list(cursors)
-    return (
-        await session.execute(
-            _TRANSITIONS_AFTER, {"task_ids": task_ids, "after": [cursors[t] for t in task_ids]}
-        )
-    ).all()
+    rows = await session.execute(
+        _TRANSITIONS_AFTER, {"task_ids": task_ids, "after": [cursors[t] for t in task_ids]}
+    )
+    return [tuple(row) for row in rows]
 
 
 async def existing_tasks(session: AsyncSession, task_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
