@@ -15,7 +15,6 @@ from app.api import health, legacy, operations, resources, streams
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
-from app.api.upload_memory import UploadMemory
 from app.config import STAGES, Settings, StageName, load_settings
 from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
@@ -30,6 +29,7 @@ from app.pipeline.clients import create_stage_clients
 from app.pipeline.workers import WorkerPool
 from app.runtime import Runtime
 from app.signals import observe_stop_signals
+from app.upload_memory import UploadMemory
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.api.upload_memory import UploadMemory
 from app.config import Settings
 from app.db.engine import Database
 from app.events.hub import EventHub
@@ -12,6 +11,7 @@ from app.events.listener import TaskEventListener
 from app.metrics import Metrics
 from app.pipeline.clients import StageClients
 from app.pipeline.workers import WorkerPool
+from app.upload_memory import UploadMemory
 
 
 @dataclass

@@ -10,7 +10,7 @@ current state) arrived.
 
 Then it commits status transitions itself, as a worker would: one transaction that
 updates `tasks.status` and appends the history event with the app's own
-`app.tasks.history.append_event` (which NOTIFYs at commit). Every task goes
+`app.db.history.append_event` (which NOTIFYs at commit). Every task goes
 started → preprocessing → transcribing → evaluating → completed, one transaction every
 `--interval-ms`, round-robin over the tasks. Each follower timestamps each event's
 arrival; the latency is arrival minus the moment the COMMIT returned (and, as an upper
@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from app.tasks.history import EventRecord, append_event
+from app.db.history import EventRecord, append_event
 from benchmarks.common import (
     BenchDatabase,
     CpuWatch,

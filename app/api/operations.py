@@ -8,10 +8,9 @@ import httpx
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
-from app.db.migrations import head_revision
+from app.db.migrations import current_revision, head_revision
 from app.pipeline.clients import ServiceClient
 from app.pipeline.queue import waiting_summary
 from app.runtime import Runtime
@@ -144,7 +143,7 @@ async def _database_readiness(runtime: Runtime) -> DatabaseReadiness:
     expected = head_revision()
     try:
         async with asyncio.timeout(HEALTH_PROBE_SECONDS), runtime.database.sessions() as session:
-            current = await session.scalar(text("SELECT version_num FROM alembic_version"))
+            current = await current_revision(session)
     except Exception as error:
         return DatabaseReadiness(
             ok=False,

@@ -24,8 +24,8 @@ from app.api.uploads import (
     create_from_upload,
     require_multipart,
 )
+from app.db.status import TaskStatus
 from app.tasks import service
-from app.tasks.status import TaskStatus
 
 router = APIRouter(
     prefix="/tasks", tags=["tasks"], responses=UNAUTHENTICATED, route_class=ResourceRoute

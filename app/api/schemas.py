@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.tasks.status import TaskStatus
+from app.db.status import TaskStatus
 
 _USER_ID = "3f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10"
 _TASK_ID = "0b6c5d52-57a4-4b4b-8a8e-1f0e6e7e2c11"

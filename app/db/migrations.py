@@ -8,7 +8,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,12 @@ def alembic_config(url: URL | None = None) -> Config:
 def head_revision() -> str | None:
     """The newest migration in the repository."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(session: AsyncSession) -> str | None:
+    """The migration the database is at (as recorded by Alembic)."""
+    revision = await session.scalar(text("SELECT version_num FROM alembic_version"))
+    return None if revision is None else str(revision)
 
 
 async def upgrade_to_head(url: URL) -> None:

@@ -23,13 +23,15 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
-from app.tasks.status import TaskStatus
+from app.db.status import TERMINAL_VALUES, TaskStatus
 
 DEFAULT_TITLE = "Упражнение"
 TITLE_MAX_LENGTH = 50
 METADATA_MAX_LENGTH = 255  # the upload's filename and content type, as the client sent them
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in TaskStatus)
-_TERMINAL_SQL = "status NOT IN ('completed', 'failed')"
+# A partial index's predicate must be a literal: spelled out from the one list.
+_TERMINAL_LITERALS = ", ".join(f"'{value}'" for value in TERMINAL_VALUES)
+_TERMINAL_SQL = f"status NOT IN ({_TERMINAL_LITERALS})"
 
 
 class Task(Base):

@@ -17,9 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import history
+from app.db.status import is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class TaskUpdate:
 
     @property
     def is_terminal(self) -> bool:
-        return self.status in ("completed", "failed")
+        return is_terminal(self.status)
 
 
 @dataclass(frozen=True)
@@ -106,42 +107,6 @@ class Follower:
         if isinstance(item, StreamEnd):
             raise item
         return item
-
-
-_FETCH_UPDATES = text(
-    """
-    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
-    FROM unnest(:task_ids, :after) AS cursor (task_id, after_seq)
-    JOIN task_events e ON e.task_id = cursor.task_id AND e.seq > cursor.after_seq
-    JOIN tasks t ON t.id = e.task_id
-    WHERE e.kind = 'status'
-    ORDER BY e.task_id, e.seq
-    """
-).bindparams(
-    bindparam("task_ids", type_=ARRAY(UUID(as_uuid=True))),
-    bindparam("after", type_=ARRAY(INTEGER)),
-)
-_EXISTING = text("SELECT id FROM tasks WHERE id = ANY(:task_ids)").bindparams(
-    bindparam("task_ids", type_=ARRAY(UUID(as_uuid=True)))
-)
-_TASK_STATE = text(
-    """
-    SELECT t.user_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
-    FROM tasks t
-    JOIN task_events e ON e.task_id = t.id
-    WHERE t.id = :task_id AND e.kind = 'status'
-    ORDER BY e.seq DESC
-    LIMIT 1
-    """
-)
-_HISTORY = text(
-    """
-    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
-    FROM task_events e JOIN tasks t ON t.id = e.task_id
-    WHERE e.task_id = :task_id AND e.seq > :after AND e.kind = 'status'
-    ORDER BY e.seq
-    """
-)
 
 
 class EventHub:
@@ -214,7 +179,7 @@ class EventHub:
     async def task_state(self, task_id: uuid.UUID) -> TaskState | None:
         """Owner and latest transition of a task (None: no such task)."""
         async with self._lane, self.sessions() as session:
-            row = (await session.execute(_TASK_STATE, {"task_id": task_id})).one_or_none()
+            row = await history.latest_transition(session, task_id)
         if row is None:
             return None
         user_id, seq, status, created_at, accuracy, comment = row
@@ -226,7 +191,7 @@ class EventHub:
     async def history(self, task_id: uuid.UUID, *, after_seq: int) -> list[TaskUpdate]:
         """The task's transitions after `after_seq`, for a resuming follower."""
         async with self._lane, self.sessions() as session:
-            rows = (await session.execute(_HISTORY, {"task_id": task_id, "after": after_seq})).all()
+            rows = await history.transitions(session, task_id, after_seq=after_seq)
         return [TaskUpdate(*row) for row in rows]
 
     # -------------------------------------------------------- notifications
@@ -270,16 +235,11 @@ class EventHub:
             return
         task_ids = list(cursors)
         async with self._lane, self.sessions() as session:
-            rows = (
-                await session.execute(
-                    _FETCH_UPDATES,
-                    {"task_ids": task_ids, "after": [cursors[t] for t in task_ids]},
-                )
-            ).all()
+            rows = await history.transitions_after(session, cursors)
             updated = {row[0] for row in rows}
             existing = updated
             if len(updated) < len(task_ids):
-                existing = set((await session.execute(_EXISTING, {"task_ids": task_ids})).scalars())
+                existing = await history.existing_tasks(session, task_ids)
         for row in rows:
             update = TaskUpdate(*row)
             for follower in list(self._followers.get(update.task_id, ())):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from app.tasks.history import EVENTS_CHANNEL, parse_notification
+from app.db.history import EVENTS_CHANNEL, parse_notification
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,13 @@
 Every write after the claim is fenced by `lease_owner`: a worker that lost its lease
 (expired and taken over, or the task was deleted) changes nothing and stops.
 
-Each write after the claim is one statement that moves the task, appends the history
-row it implies and sends its NOTIFY, so it runs without a transaction of its own (one
-round trip, on an autocommit connection) and is still all-or-nothing.
+Each write after the claim that moves the task is one statement that also appends the
+history row it implies and sends its NOTIFY (built by `app.db.history.recorded`), so it
+runs without a transaction of its own (one round trip, on an autocommit connection) and
+is still all-or-nothing.
+
+Every statement is written out whole below; status values are bind parameters
+(`:terminal`, `:next_status`) taken from `app.db.status`.
 """
 
 from __future__ import annotations
@@ -15,14 +19,28 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    Integer,
+    LargeBinary,
+    Select,
+    String,
+    all_,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.tasks.history import EVENTS_CHANNEL
-from app.tasks.status import TaskStatus
+from app.db.history import recorded
+from app.db.models import Task, TaskAudio
+from app.db.status import TERMINAL_VALUES, TaskStatus
 
-_UNFINISHED = "status NOT IN ('completed', 'failed')"
+# `:terminal`, the statuses a task never leaves, as one array parameter.
+_TERMINAL = bindparam("terminal", TERMINAL_VALUES, type_=ARRAY(String))
 
 
 @dataclass(frozen=True)
@@ -49,78 +67,75 @@ class ClaimedTask:
 CLAIM_LOCK_KEY = 0x1175_7A5C
 _TAKE_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
-# Owner liveness. Each worker process holds a session-level advisory lock on
+# The claim, in order of its parts:
+#
+# `live`: owner liveness. Each worker process holds a session-level advisory lock on
 # `hashtextextended(owner, 0)` for as long as its lock connection lives (see
-# `app.pipeline.liveness`). `_LIVE_OWNERS` is the set of such keys held right now: one
-# read of the lock table per statement, however many tasks the statement looks at.
-_LIVE_OWNERS = """
-    SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
-    FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-"""
-_HOLDING = "hashtextextended(:owner, 0) = ANY(live.keys)"
-
-
-def _lease_dead(task: str) -> str:
-    """A lease whose owner is gone, judged by the owner's lock rather than the clock.
-
-    It is dead when the owner's lock is free *and* the lease was last stamped (claim or
-    renewal, `leased_at`) after this PostgreSQL server started. Claims and renewals stamp
-    `leased_at` only while the owner's lock is held (checked in the same statement), and
-    an owner never takes the same key again within one server lifetime (a process whose
-    lock connection drops without a server restart takes a new owner name). So a free
-    lock behind a lease stamped in this server lifetime means that lock session has ended:
-    the process died, or it was cut off and has abandoned that name; its late writes are
-    fenced off by `lease_owner`.
-
-    A server restart frees every lock at once, live owners included, until they reconnect.
-    Leases stamped before the restart are therefore judged by the clock alone
-    (`lease_expires_at`), as before: a live owner re-takes its lock and its next renewal
-    stamps the lease again, and a process that died across the restart loses its tasks when
-    their leases run out. Two live processes never take each other's tasks after a restart.
-    """
-    return f"""(
-        {task}.lease_owner IS NOT NULL
-        AND {task}.leased_at > pg_postmaster_start_time()
-        AND NOT hashtextextended({task}.lease_owner, 0) = ANY(live.keys)
-    )"""
-
-
-_LEASE_FREE = "(t.lease_owner IS NULL OR t.lease_expires_at < now() OR " + _lease_dead("t") + ")"
-
-# Users, not tasks, are walked: `queue_users` lists each user with unfinished tasks in the
-# order of their oldest one (kept by triggers on `tasks`, see migration 0002). The claim
-# takes the first user below the per-user cap and that user's oldest runnable task. It
-# skips only users it cannot serve: those at the cap (at most the tasks in flight divided
-# by the cap) and those whose unfinished tasks are all in flight or waiting for a retry,
-# so a user's backlog of any size costs one index probe, and the claim's cost does not
-# grow with the number of waiting tasks. Within a user tasks run oldest first; across
-# users, the one waiting longest for its oldest task goes first.
-# The claim only proceeds while this process's own liveness lock is held (`live` names
-# it), so every lease it stamps was taken under that lock.
+# `app.pipeline.liveness`); `live.keys` is the set of such keys held right now, one read
+# of the lock table per statement however many tasks the statement looks at. The claim
+# only proceeds while this process's own lock is held, so every lease it stamps was taken
+# under that lock.
+#
+# A lease is *dead* (the three-line test that appears twice) when its owner's lock is
+# free and the lease was last stamped (claim or renewal, `leased_at`) after this server
+# started. Claims and renewals stamp `leased_at` only while the owner's lock is held, and
+# an owner never takes the same key again within one server lifetime (a process whose
+# lock connection drops without a server restart takes a new owner name). So a free lock
+# behind a lease stamped in this server lifetime means that lock session has ended: the
+# process died, or it was cut off and has abandoned that name; its late writes are fenced
+# off by `lease_owner`. A server restart frees every lock at once, live owners included,
+# until they reconnect; leases stamped before it are therefore judged by the clock alone
+# (`lease_expires_at`): a live owner re-takes its lock and its next renewal stamps the
+# lease again, and a process that died across the restart loses its tasks when their
+# leases run out. Two live processes never take each other's tasks after a restart.
+#
+# `candidate`: users, not tasks, are walked. `queue_users` lists each user with unfinished
+# tasks in the order of their oldest one (kept by triggers on `tasks`, see migration 0002).
+# The claim takes the first user below the per-user cap (`busy`: live leases) and that
+# user's oldest runnable task (`pick`). It skips only users it cannot serve: those at the
+# cap and those whose unfinished tasks are all in flight or waiting for a retry, so a
+# user's backlog of any size costs one index probe, and the claim's cost does not grow
+# with the number of waiting tasks. Within a user tasks run oldest first; across users,
+# the one waiting longest for its oldest task goes first.
 _CLAIM = text(
-    f"""
-    WITH live AS MATERIALIZED ({_LIVE_OWNERS}),
+    """
+    WITH live AS MATERIALIZED (
+        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
+        FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    ),
     candidate AS (
         SELECT pick.id FROM live CROSS JOIN queue_users u
         CROSS JOIN LATERAL (
             SELECT t.id FROM tasks t
             WHERE t.user_id = u.user_id
-              AND t.{_UNFINISHED}
+              AND t.status <> ALL(:terminal)
               AND t.run_after <= now()
-              AND {_LEASE_FREE}
+              AND (
+                  t.lease_owner IS NULL
+                  OR t.lease_expires_at < now()
+                  OR (
+                      t.lease_owner IS NOT NULL
+                      AND t.leased_at > pg_postmaster_start_time()
+                      AND NOT hashtextextended(t.lease_owner, 0) = ANY(live.keys)
+                  )
+              )
             ORDER BY t.created_at, t.id
             LIMIT 1
             FOR UPDATE OF t SKIP LOCKED
         ) pick
         WHERE u.oldest_unfinished_at IS NOT NULL
-          AND {_HOLDING}
+          AND hashtextextended(:owner, 0) = ANY(live.keys)
           AND (
               SELECT count(*) FROM tasks busy
               WHERE busy.user_id = u.user_id
                 AND busy.lease_owner IS NOT NULL
                 AND busy.lease_expires_at >= now()
-                AND NOT {_lease_dead("busy")}
+                AND NOT (
+                    busy.lease_owner IS NOT NULL
+                    AND busy.leased_at > pg_postmaster_start_time()
+                    AND NOT hashtextextended(busy.lease_owner, 0) = ANY(live.keys)
+                )
           ) < :per_user
         ORDER BY u.oldest_unfinished_at, u.user_id
         LIMIT 1
@@ -140,7 +155,7 @@ _CLAIM = text(
                   WHERE wav.task_id = tasks.id AND wav.kind = 'preprocessed'
               ) AS has_preprocessed_audio
     """
-)
+).bindparams(_TERMINAL)
 
 
 async def claim_next_task(
@@ -196,92 +211,93 @@ async def with_stage_audio(connection: AsyncConnection, task: ClaimedTask) -> Cl
     return replace(task, audio=None if audio is None else bytes(audio))
 
 
-def _recorded(update: str, *, kind: str = "'status'", extra: str = "", **event: str) -> TextClause:
-    """`update` (one task, RETURNING id, status, last_event_seq) with its history row and
-    NOTIFY, as one statement; it returns a row only if the task was updated."""
-    columns = {"stage": "NULL", "attempt": "NULL", "detail": "NULL", **event}
-    return text(
-        f"""
-        WITH moved AS ({update}){extra},
-        recorded AS (
-            INSERT INTO task_events (task_id, seq, kind, status, stage, attempt, detail)
-            SELECT id, last_event_seq, {kind}, status,
-                   {columns["stage"]}, {columns["attempt"]}, {columns["detail"]}
-            FROM moved
-            RETURNING task_id, seq
+# The stage writes. Each is the task's UPDATE, fenced by the lease; `recorded` adds the
+# history row (kind, stage, attempt, detail) and the NOTIFY to the same statement.
+_HELD = (Task.id == bindparam("task_id")) & (Task.lease_owner == bindparam("owner"))
+_NO_LEASE = {"lease_owner": None, "lease_expires_at": None}
+
+_ADVANCE = recorded(
+    update(Task)
+    .where(_HELD)
+    .values(status=bindparam("next_status"), stage_attempts=bindparam("stage_attempts"))
+)
+
+_PREPROCESSED = recorded(
+    update(Task).where(_HELD).values(status=bindparam("next_status"), stage_attempts=0),
+    alongside=lambda moved: (
+        insert(TaskAudio)
+        .from_select(
+            ["task_id", "kind", "content", "filename", "content_type", "size"],
+            select(
+                moved.c.id,
+                literal("preprocessed"),
+                bindparam("wav", type_=LargeBinary),
+                literal("audio.wav"),
+                literal("audio/wav"),
+                bindparam("size", type_=Integer),
+            ),
         )
-        SELECT seq, pg_notify('{EVENTS_CHANNEL}', task_id::text || ':' || seq) FROM recorded
-        """
+        .on_conflict_do_update(
+            index_elements=[TaskAudio.task_id, TaskAudio.kind],
+            set_={
+                "content": insert(TaskAudio).excluded.content,
+                "size": insert(TaskAudio).excluded.size,
+            },
+        )
+        .cte("stored")
+    ),
+)
+
+_TRANSCRIBED = recorded(
+    update(Task)
+    .where(_HELD)
+    .values(status=bindparam("next_status"), result=bindparam("result"), stage_attempts=0)
+)
+
+_COMPLETE = recorded(
+    update(Task)
+    .where(_HELD)
+    .values(
+        status=bindparam("next_status"),
+        accuracy=bindparam("accuracy"),
+        mistakes=bindparam("mistakes"),
+        comment=None,
+        completed_at=func.now(),
+        stage_attempts=0,
+        **_NO_LEASE,
     )
+)
 
+# The only write that checks the status: a task that finished meanwhile stays finished.
+_FAIL = recorded(
+    update(Task)
+    .where(_HELD, Task.status != all_(_TERMINAL))
+    .values(
+        status=bindparam("next_status"),
+        comment=bindparam("comment"),
+        completed_at=func.now(),
+        **_NO_LEASE,
+    ),
+    detail=bindparam("comment", type_=String),
+)
 
-_NEXT_EVENT = "last_event_seq = last_event_seq + 1, updated_at = now()"
-_HELD = "id = :task_id AND lease_owner = :owner"
-
-_ADVANCE = _recorded(
-    f"""
-    UPDATE tasks SET status = :status, stage_attempts = :stage_attempts, {_NEXT_EVENT}
-    WHERE {_HELD}
-    RETURNING id, status, last_event_seq
-    """
-)
-_PREPROCESSED = _recorded(
-    f"""
-    UPDATE tasks SET status = 'transcribing', stage_attempts = 0, {_NEXT_EVENT}
-    WHERE {_HELD}
-    RETURNING id, status, last_event_seq
-    """,
-    extra="""
-    , stored AS (
-        INSERT INTO task_audio (task_id, kind, content, filename, content_type, size)
-        SELECT id, 'preprocessed', CAST(:wav AS bytea), 'audio.wav', 'audio/wav', :size
-        FROM moved
-        ON CONFLICT (task_id, kind) DO UPDATE SET content = EXCLUDED.content,
-            size = EXCLUDED.size
-    )""",
-)
-_TRANSCRIBED = _recorded(
-    f"""
-    UPDATE tasks SET status = 'evaluating', result = :result, stage_attempts = 0, {_NEXT_EVENT}
-    WHERE {_HELD}
-    RETURNING id, status, last_event_seq
-    """
-)
-_COMPLETE = _recorded(
-    f"""
-    UPDATE tasks SET status = 'completed', accuracy = :accuracy, mistakes = :mistakes,
-        comment = NULL, completed_at = now(), stage_attempts = 0,
-        lease_owner = NULL, lease_expires_at = NULL, {_NEXT_EVENT}
-    WHERE {_HELD}
-    RETURNING id, status, last_event_seq
-    """
-).bindparams(bindparam("mistakes", type_=JSONB))
-_FAIL = _recorded(
-    f"""
-    UPDATE tasks SET status = 'failed', comment = :comment, completed_at = now(),
-        lease_owner = NULL, lease_expires_at = NULL, {_NEXT_EVENT}
-    WHERE id = :task_id AND lease_owner = :owner AND {_UNFINISHED}
-    RETURNING id, status, last_event_seq
-    """,
-    detail=":comment",
-)
-_RETRY_LATER = _recorded(
-    f"""
-    UPDATE tasks SET stage_attempts = :attempts,
-        run_after = now() + make_interval(secs => :delay),
-        lease_owner = NULL, lease_expires_at = NULL, {_NEXT_EVENT}
-    WHERE {_HELD}
-    RETURNING id, status, last_event_seq
-    """,
-    kind="'retry'",
-    stage=":stage",
-    attempt=":attempts",
-    detail=":reason",
+_RETRY_LATER = recorded(
+    update(Task)
+    .where(_HELD)
+    .values(
+        stage_attempts=bindparam("attempts"),
+        run_after=text("now() + make_interval(secs => :delay)"),
+        **_NO_LEASE,
+    ),
+    kind="retry",
+    stage=bindparam("stage", type_=String),
+    attempt=bindparam("attempts"),
+    detail=bindparam("reason", type_=String),
 )
 
 
-async def _moved(connection: AsyncConnection, statement: TextClause, **params: Any) -> bool:
-    """Run one `_recorded` statement; False when the lease was gone and nothing happened."""
+async def _moved(connection: AsyncConnection, statement: Select[Any], **params: Any) -> bool:
+    """Run one `recorded` statement; False when the lease was gone and nothing happened."""
     return (await connection.execute(statement, params)).first() is not None
 
 
@@ -299,7 +315,7 @@ async def advance_status(
         _ADVANCE,
         task_id=task_id,
         owner=owner,
-        status=status.value,
+        next_status=status.value,
         stage_attempts=stage_attempts,
     )
 
@@ -309,7 +325,13 @@ async def store_preprocessed_audio(
 ) -> bool:
     """Keep the WAV and move on to transcribing, in one step."""
     return await _moved(
-        connection, _PREPROCESSED, task_id=task_id, owner=owner, wav=wav, size=len(wav)
+        connection,
+        _PREPROCESSED,
+        task_id=task_id,
+        owner=owner,
+        next_status=TaskStatus.TRANSCRIBING.value,
+        wav=wav,
+        size=len(wav),
     )
 
 
@@ -318,7 +340,12 @@ async def store_transcription(
 ) -> bool:
     """Keep the transcription and move on to evaluating, in one step."""
     return await _moved(
-        connection, _TRANSCRIBED, task_id=task_id, owner=owner, result=transcription
+        connection,
+        _TRANSCRIBED,
+        task_id=task_id,
+        owner=owner,
+        next_status=TaskStatus.EVALUATING.value,
+        result=transcription,
     )
 
 
@@ -336,6 +363,7 @@ async def complete_task(
         _COMPLETE,
         task_id=task_id,
         owner=owner,
+        next_status=TaskStatus.COMPLETED.value,
         accuracy=accuracy,
         mistakes=mistakes,
     )
@@ -345,7 +373,14 @@ async def fail_task(
     connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, comment: str
 ) -> bool:
     """End the task as failed with `comment` naming the stage and the reason."""
-    return await _moved(connection, _FAIL, task_id=task_id, owner=owner, comment=comment)
+    return await _moved(
+        connection,
+        _FAIL,
+        task_id=task_id,
+        owner=owner,
+        next_status=TaskStatus.FAILED.value,
+        comment=comment,
+    )
 
 
 async def release_for_retry(
@@ -374,14 +409,14 @@ async def release_for_retry(
 # Only future times count: a task due already but not claimable is held back by the
 # per-user cap and becomes claimable when that user's work finishes, not at a time.
 _NEXT_DUE = text(
-    f"""
+    """
     SELECT EXTRACT(EPOCH FROM min(due) - now()) FROM (
         SELECT greatest(run_after, coalesce(lease_expires_at, run_after)) AS due
-        FROM tasks WHERE {_UNFINISHED}
+        FROM tasks WHERE status <> ALL(:terminal)
     ) pending
     WHERE due > now()
     """
-)
+).bindparams(_TERMINAL)
 
 
 async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
@@ -391,14 +426,19 @@ async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
 
 
 # The lease is stamped as taken under the owner's lock only while that lock is held (see
-# `_lease_dead`); without it, the renewal still extends the clock.
+# the claim's dead-lease test); without it, the renewal still extends the clock.
 _RENEW = text(
-    f"""
-    WITH live AS MATERIALIZED ({_LIVE_OWNERS})
+    """
+    WITH live AS MATERIALIZED (
+        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
+        FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    )
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease),
-        leased_at = CASE WHEN {_HOLDING} THEN now() ELSE leased_at END
+        leased_at = CASE WHEN hashtextextended(:owner, 0) = ANY(live.keys)
+                         THEN now() ELSE leased_at END
     FROM live
-    WHERE {_HELD}
+    WHERE id = :task_id AND lease_owner = :owner
     RETURNING id
     """
 )
@@ -417,7 +457,10 @@ async def renew_lease(
 async def release_lease(connection: AsyncConnection, task_id: uuid.UUID, *, owner: str) -> None:
     """Hand an unfinished task back at once (graceful shutdown)."""
     await connection.execute(
-        text(f"UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL WHERE {_HELD}"),
+        text(
+            "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = :task_id AND lease_owner = :owner"
+        ),
         {"task_id": task_id, "owner": owner},
     )
 
@@ -440,11 +483,11 @@ async def purge_expired_audio(connection: AsyncConnection, *, older_than_hours: 
         text(
             """
             DELETE FROM task_audio a USING tasks t
-            WHERE a.task_id = t.id AND t.status IN ('completed', 'failed')
+            WHERE a.task_id = t.id AND t.status = ANY(:terminal)
               AND t.completed_at < now() - make_interval(secs => :age)
             RETURNING a.task_id
             """
-        ),
+        ).bindparams(_TERMINAL),
         {"age": older_than_hours * 3600},
     )
     return len(purged.all())
@@ -455,13 +498,13 @@ async def waiting_summary(connection: AsyncConnection) -> tuple[int, float]:
     row = (
         await connection.execute(
             text(
-                f"""
+                """
                 SELECT count(*), coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)
                 FROM tasks
-                WHERE {_UNFINISHED}
+                WHERE status <> ALL(:terminal)
                   AND (lease_expires_at IS NULL OR lease_expires_at < now())
                 """
-            )
+            ).bindparams(_TERMINAL)
         )
     ).one()
     return int(row[0]), float(row[1])

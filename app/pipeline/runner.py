@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.db.engine import Database
+from app.db.status import STAGE_BY_STATUS, TaskStatus
 from app.logs import stage_var, task_context
 from app.metrics import Metrics
 from app.pipeline import queue
@@ -28,8 +29,6 @@ from app.pipeline.backoff import retry_delay
 from app.pipeline.clients import StageClients
 from app.pipeline.errors import PermanentFailure, StageFailure, TransientFailure
 from app.pipeline.queue import ClaimedTask
-from app.tasks.report import STAGE_BY_STATUS
-from app.tasks.status import TaskStatus
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.db.models import TaskEvent
-from app.tasks.status import TaskStatus
-
-# The status a task is in while it waits on each audio service.
-STAGE_BY_STATUS = {
-    TaskStatus.PREPROCESSING.value: "preprocessing",
-    TaskStatus.TRANSCRIBING.value: "transcribing",
-    TaskStatus.EVALUATING.value: "feedback",
-}
+from app.db.status import STAGE_BY_STATUS
 
 
 @dataclass

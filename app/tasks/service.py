@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.history import EventRecord, append_event, list_events, notify_deleted
 from app.db.models import Task
+from app.db.status import TaskStatus
 from app.tasks import repository
 from app.tasks.errors import IdempotencyConflict, InvalidCursor, TaskNotFound
-from app.tasks.history import EventRecord, append_event, list_events, notify_deleted
 from app.tasks.report import StageTiming, stage_timings
 from app.tasks.repository import PageCursor
-from app.tasks.status import TaskStatus
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,7 @@ async def test_odd_file_metadata_is_cleaned_not_fatal(
 
 async def test_uploads_beyond_the_memory_budget_wait_their_turn() -> None:
     """Concurrent uploads never hold more than the budget in memory together."""
-    from app.api.upload_memory import UploadMemory
+    from app.upload_memory import UploadMemory
 
     memory = UploadMemory(budget_bytes=10)
     inside = 0

@@ -15,10 +15,10 @@ from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.db.history import EVENTS_CHANNEL
 from app.db.url import asyncpg_dsn
 from app.events.listener import TaskEventListener
 from app.main import create_app
-from app.tasks.history import EVENTS_CHANNEL
 from tests.fakes import FakeServices
 from tests.live import LiveService, collect, live_server, sse_events, statuses
 from tests.pipeline.conftest import wait_terminal

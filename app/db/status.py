@@ -1,0 +1,41 @@
+"""The life cycle of a task, as callers see it (see docs/legacy-api.md).
+
+The one place the statuses and their groupings are written down: the models, the queue's
+SQL (as bind parameters), the history readers and the API all take them from here.
+"""
+
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    CREATED = "created"
+    STARTED = "started"
+    PREPROCESSING = "preprocessing"
+    TRANSCRIBING = "transcribing"
+    EVALUATING = "evaluating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+# The same set in declaration order, for SQL: a bind parameter (`:terminal`) in queries,
+# and a stable literal where PostgreSQL needs one (a partial index's predicate).
+TERMINAL_VALUES = [status.value for status in TaskStatus if status in TERMINAL_STATUSES]
+
+
+def is_terminal(status: str) -> bool:
+    """For a status read back from the database as a plain string."""
+    return status in TERMINAL_STATUSES
+
+
+# The status a task is in while it waits on each audio service, and that service's name.
+STAGE_BY_STATUS = {
+    TaskStatus.PREPROCESSING.value: "preprocessing",
+    TaskStatus.TRANSCRIBING.value: "transcribing",
+    TaskStatus.EVALUATING.value: "feedback",
+}
