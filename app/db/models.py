@@ -23,15 +23,14 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
-from app.db.status import TERMINAL_VALUES, TaskStatus
+from app.db.status import TERMINAL_SQL, TaskStatus
 
 DEFAULT_TITLE = "Упражнение"
 TITLE_MAX_LENGTH = 50
 METADATA_MAX_LENGTH = 255  # the upload's filename and content type, as the client sent them
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in TaskStatus)
 # A partial index's predicate must be a literal: spelled out from the one list.
-_TERMINAL_LITERALS = ", ".join(f"'{value}'" for value in TERMINAL_VALUES)
-_TERMINAL_SQL = f"status NOT IN ({_TERMINAL_LITERALS})"
+_TERMINAL_SQL = f"status NOT IN {TERMINAL_SQL}"
 
 
 class Task(Base):

@@ -23,9 +23,15 @@ class TaskStatus(StrEnum):
 
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
 
-# The same set in declaration order, for SQL: a bind parameter (`:terminal`) in queries,
-# and a stable literal where PostgreSQL needs one (a partial index's predicate).
+# The same set in declaration order, for SQL.
 TERMINAL_VALUES = [status.value for status in TaskStatus if status in TERMINAL_STATUSES]
+
+# The set as an SQL literal, `('completed', 'failed')`. Statements that filter unfinished
+# tasks write it in rather than binding it: the partial indexes on unfinished tasks carry
+# this literal as their predicate, and a bound array would let PostgreSQL's generic plan
+# (which prepared statements switch to after a few runs) miss them and read every finished
+# task of a user on each claim.
+TERMINAL_SQL = "(" + ", ".join(f"'{value}'" for value in TERMINAL_VALUES) + ")"
 
 
 def is_terminal(status: str) -> bool:

@@ -8,8 +8,10 @@ history row it implies and sends its NOTIFY (built by `app.db.history.recorded`)
 runs without a transaction of its own (one round trip, on an autocommit connection) and
 is still all-or-nothing.
 
-Every statement is written out whole below; status values are bind parameters
-(`:terminal`, `:next_status`) taken from `app.db.status`.
+Every statement is written out whole below. The statuses come from `app.db.status`: the
+next status as a bind parameter (`:next_status`), the terminal set as its SQL literal
+(`TERMINAL_SQL`, so that the partial indexes on unfinished tasks keep serving these
+statements under generic plans).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from sqlalchemy import (
     LargeBinary,
     Select,
     String,
-    all_,
     bindparam,
     func,
     literal,
@@ -32,15 +33,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.history import recorded
 from app.db.models import Task, TaskAudio
-from app.db.status import TERMINAL_VALUES, TaskStatus
-
-# `:terminal`, the statuses a task never leaves, as one array parameter.
-_TERMINAL = bindparam("terminal", TERMINAL_VALUES, type_=ARRAY(String))
+from app.db.status import TERMINAL_SQL, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -98,9 +96,9 @@ _TAKE_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # with the number of waiting tasks. Within a user tasks run oldest first; across users,
 # the one waiting longest for its oldest task goes first.
 _CLAIM = text(
-    """
+    f"""
     WITH live AS MATERIALIZED (
-        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
+        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}') AS keys
         FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
     ),
@@ -109,7 +107,7 @@ _CLAIM = text(
         CROSS JOIN LATERAL (
             SELECT t.id FROM tasks t
             WHERE t.user_id = u.user_id
-              AND t.status <> ALL(:terminal)
+              AND t.status NOT IN {TERMINAL_SQL}
               AND t.run_after <= now()
               AND (
                   t.lease_owner IS NULL
@@ -155,7 +153,7 @@ _CLAIM = text(
                   WHERE wav.task_id = tasks.id AND wav.kind = 'preprocessed'
               ) AS has_preprocessed_audio
     """
-).bindparams(_TERMINAL)
+)
 
 
 async def claim_next_task(
@@ -271,7 +269,7 @@ _COMPLETE = recorded(
 # The only write that checks the status: a task that finished meanwhile stays finished.
 _FAIL = recorded(
     update(Task)
-    .where(_HELD, Task.status != all_(_TERMINAL))
+    .where(_HELD, text(f"tasks.status NOT IN {TERMINAL_SQL}"))
     .values(
         status=bindparam("next_status"),
         comment=bindparam("comment"),
@@ -409,14 +407,14 @@ async def release_for_retry(
 # Only future times count: a task due already but not claimable is held back by the
 # per-user cap and becomes claimable when that user's work finishes, not at a time.
 _NEXT_DUE = text(
-    """
+    f"""
     SELECT EXTRACT(EPOCH FROM min(due) - now()) FROM (
         SELECT greatest(run_after, coalesce(lease_expires_at, run_after)) AS due
-        FROM tasks WHERE status <> ALL(:terminal)
+        FROM tasks WHERE status NOT IN {TERMINAL_SQL}
     ) pending
     WHERE due > now()
     """
-).bindparams(_TERMINAL)
+)
 
 
 async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
@@ -481,13 +479,13 @@ async def purge_expired_audio(connection: AsyncConnection, *, older_than_hours: 
     """Delete the audio of tasks finished more than `older_than_hours` ago; results stay."""
     purged = await connection.execute(
         text(
-            """
+            f"""
             DELETE FROM task_audio a USING tasks t
-            WHERE a.task_id = t.id AND t.status = ANY(:terminal)
+            WHERE a.task_id = t.id AND t.status IN {TERMINAL_SQL}
               AND t.completed_at < now() - make_interval(secs => :age)
             RETURNING a.task_id
             """
-        ).bindparams(_TERMINAL),
+        ),
         {"age": older_than_hours * 3600},
     )
     return len(purged.all())
@@ -498,13 +496,13 @@ async def waiting_summary(connection: AsyncConnection) -> tuple[int, float]:
     row = (
         await connection.execute(
             text(
-                """
+                f"""
                 SELECT count(*), coalesce(EXTRACT(EPOCH FROM now() - min(created_at)), 0)
                 FROM tasks
-                WHERE status <> ALL(:terminal)
+                WHERE status NOT IN {TERMINAL_SQL}
                   AND (lease_expires_at IS NULL OR lease_expires_at < now())
                 """
-            ).bindparams(_TERMINAL)
+            )
         )
     ).one()
     return int(row[0]), float(row[1])

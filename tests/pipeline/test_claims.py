@@ -19,6 +19,10 @@ pytestmark = pytest.mark.usefixtures("clean_database")
 HeldLock = Callable[[str], AbstractAsyncContextManager[None]]
 
 
+class _RolledBack(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
 @pytest.fixture
 def liveness_lock(engine: AsyncEngine) -> HeldLock:
     """Hold an owner's liveness lock for a block, as its process's lock connection does."""
@@ -260,3 +264,39 @@ async def test_the_user_queue_follows_creation_finish_and_deletion(engine: Async
         assert await connection.scalar(
             text("SELECT oldest_unfinished_at FROM queue_users WHERE user_id = :u"), {"u": user}
         ) is None  # fmt: skip
+
+
+async def test_finished_tasks_cost_the_claim_nothing_under_a_generic_plan(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    # Prepared statements switch to a generic plan after a few runs; the claim must still
+    # reach a user's waiting task through the partial index of unfinished tasks, not by
+    # reading every task the user ever finished.
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 5_000)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE tasks SET status = 'completed', completed_at = now()")
+        )
+    await add_tasks(engine, user, 1)
+    compiled = str(queue._CLAIM.compile(dialect=engine.dialect))
+    async with liveness_lock("me"), engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).driver_connection
+        assert raw is not None
+        # As autovacuum would: the finished tasks' old entries leave the partial index.
+        await raw.execute("VACUUM ANALYZE tasks")
+        await raw.execute(f"PREPARE generic_claim AS {compiled}")
+        try:
+            async with raw.transaction():  # the claim runs, then is rolled back
+                await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                plan = await raw.fetchval(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE generic_claim('me', 30, 2)"
+                )
+                raise _RolledBack
+        except _RolledBack:
+            pass
+        finally:
+            await raw.execute("DEALLOCATE generic_claim")
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    touched = int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+    assert touched < 200, touched
