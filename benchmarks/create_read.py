@@ -221,7 +221,7 @@ async def part_listing(
             service_pid=service.pid,
             request_timeout=120,
         )
-        legacy_body = legacy.last.content if legacy.last is not None else b"[]"
+        legacy_body = legacy.last.body if legacy.last is not None else b"[]"
     finally:
         service.stop()
     return {

@@ -31,7 +31,7 @@ import contextlib
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from benchmarks.cli import add_common_arguments, description
 from benchmarks.database import BenchDatabase, bench_database, seed_tasks, service_connections
 from benchmarks.load import latency_summary
 from benchmarks.proc import CpuWatch, cpu_seconds, memory_kb, wait_for_quiet_machine
+from benchmarks.rawhttp import iter_body, read_head
 from benchmarks.report import Report, machine_info, print_machine
 from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
 
@@ -51,42 +52,6 @@ GOAL_P99_MS = 50.0  # at 1 000 followers
 GOAL_STREAMING_CONNECTIONS = 2  # at 10 000 followers
 SERVICE_NAME = "bench-followers"
 TRANSITIONS = ("started", "preprocessing", "transcribing", "evaluating", "completed")
-
-
-# ------------------------------------------------------------- raw asyncio SSE reader
-# The followers are plain asyncio streams, not httpx clients: at 10 000 followers the load
-# generator shares the two cores with the service, and an httpx stream costs it several
-# times the CPU and memory per follower (see benchmarks/README.md for the figures).
-
-
-async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    """Status code and lower-cased headers of an HTTP/1.1 response."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-async def iter_body(
-    reader: asyncio.StreamReader, headers: Mapping[str, str]
-) -> AsyncIterator[bytes]:
-    """The body as it arrives: chunked (as the service streams), or until the connection ends."""
-    if headers.get("transfer-encoding", "").lower() != "chunked":
-        while chunk := await reader.read(1 << 16):
-            yield chunk
-        return
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0], 16)
-        if size == 0:
-            return  # the end of the stream (trailers are not read)
-        data = await reader.readexactly(size + 2)
-        yield data[:-2]
 
 
 @dataclass(eq=False)

@@ -1,10 +1,10 @@
 """The closed load loop and latency statistics.
 
-The loop is `clients` coroutines sharing one `httpx.AsyncClient` whose pool holds exactly
-`clients` keep-alive connections: each coroutine sends its next request as soon as the
-last one answered, until a request count or a time cap is reached. Latency is measured
-around `client.request(...)`, so it includes the client's own work (about 0.5 ms of CPU
-per request, reported as `load_generator_cpu_ms_per_request`).
+The loop is `clients` coroutines, each with one keep-alive connection of the raw client
+(`benchmarks.rawhttp`, lighter than httpx: see there), sending its next request as soon as
+the last one answered, until a request count or a time cap is reached. Latency is measured
+around the request, so it includes the client's own work; that work is reported as
+`load_generator_cpu_ms_per_request` (`time.process_time()` around the loop).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from benchmarks.proc import CpuWatch, cpu_seconds
+from benchmarks.rawhttp import HttpConnection, HttpResponse
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -85,7 +86,7 @@ class LoadResult:
     service_cpu_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
     machine: dict[str, float] = field(default_factory=dict)
-    last: httpx.Response | None = None
+    last: HttpResponse | None = None
 
     @property
     def requests(self) -> int:
@@ -138,44 +139,44 @@ async def closed_loop(
     result = LoadResult()
     issued = 0
     deadline = time.monotonic() + max_seconds
-    pool = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
         nonlocal issued
-        while issued < max_requests and time.monotonic() < deadline:
-            request = requests[issued % len(requests)]
-            issued += 1
-            started = time.perf_counter()
-            try:
-                response = await http.request(
-                    request.method, request.path, headers=request.headers, content=request.body
-                )
-            except httpx.TransportError as error:
-                result.statuses[f"error {type(error).__name__}"] += 1
-                continue
-            result.latencies.append(time.perf_counter() - started)
-            result.statuses[str(response.status_code)] += 1
-            result.last = response
-
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", limits=pool, timeout=request_timeout
-    ) as http:
-        # Our own collector must not pause the clocks (a full collection of this process,
-        # with the app's modules imported, takes a few hundred milliseconds).
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        watch = CpuWatch([service_pid])
-        cpu_before = cpu_seconds(service_pid)
-        client_before = time.process_time()
-        started = time.perf_counter()
+        connection = HttpConnection("127.0.0.1", port, timeout=request_timeout)
         try:
-            await asyncio.gather(*(client(http) for _ in range(clients)))
+            while issued < max_requests and time.monotonic() < deadline:
+                request = requests[issued % len(requests)]
+                issued += 1
+                started = time.perf_counter()
+                try:
+                    response = await connection.request(
+                        request.method, request.path, headers=request.headers, body=request.body
+                    )
+                except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
+                    result.statuses[f"error {type(error).__name__}"] += 1
+                    continue
+                result.latencies.append(time.perf_counter() - started)
+                result.statuses[str(response.status)] += 1
+                result.last = response
         finally:
-            gc.enable()
-            gc.unfreeze()
-        result.elapsed = time.perf_counter() - started
-        result.client_cpu_seconds = time.process_time() - client_before
-        result.service_cpu_seconds = cpu_seconds(service_pid) - cpu_before
-        result.machine = watch.finish()
+            await connection.close()
+
+    # Our own collector must not pause the clocks (a full collection of this process,
+    # with the app's modules imported, takes a few hundred milliseconds).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    watch = CpuWatch([service_pid])
+    cpu_before = cpu_seconds(service_pid)
+    client_before = time.process_time()
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(client() for _ in range(clients)))
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    result.elapsed = time.perf_counter() - started
+    result.client_cpu_seconds = time.process_time() - client_before
+    result.service_cpu_seconds = cpu_seconds(service_pid) - cpu_before
+    result.machine = watch.finish()
     return result
