@@ -4,7 +4,7 @@
 
 For each configuration (service processes x MANAGER_WORKER_CONCURRENCY) the service
 processes start in production mode against an empty, migrated database and three fake
-audio services that answer at once (a separate process of raw asyncio servers). When
+audio services that answer at once (the tests' fakes, in a separate process). When
 they are idle, one transaction inserts the tasks (with their audio and `created` event,
 and the NOTIFY the create route sends); the clock runs from that transaction's `now()`
 to the last `completed_at`.
