@@ -22,6 +22,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from app.tasks.repository import PageCursor
 from app.tasks.service import encode_cursor
 from benchmarks.cli import add_common_arguments, description
 from benchmarks.database import BenchDatabase, bench_database, seed_tasks
-from benchmarks.load import Request, closed_loop, multipart_body
+from benchmarks.load import LoadResult, Request, closed_loop, multipart_body
 from benchmarks.proc import RssSampler, memory_kb, wait_for_quiet_machine
 from benchmarks.report import Report, machine_info, print_machine
 from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
@@ -68,6 +69,20 @@ def start_service(
     return start_api_service(args, database, logs, name)
 
 
+async def upload_loop(
+    args: argparse.Namespace, service: Service, requests: Sequence[Request], count: int
+) -> LoadResult:
+    """`count` uploads from `--clients` clients, capped at `--seconds`."""
+    return await closed_loop(
+        service.port,
+        requests,
+        clients=args.clients,
+        max_requests=count,
+        max_seconds=args.seconds,
+        service_pid=service.pid,
+    )
+
+
 def mb(kilobytes: int) -> float:
     return round(kilobytes / 1024, 1)
 
@@ -82,14 +97,7 @@ async def part_uploads_small(
             service.port, requests, clients=args.clients, max_requests=64, max_seconds=30,
             service_pid=service.pid,
         )  # fmt: skip
-        result = await closed_loop(
-            service.port,
-            requests,
-            clients=args.clients,
-            max_requests=args.requests,
-            max_seconds=args.seconds,
-            service_pid=service.pid,
-        )
+        result = await upload_loop(args, service, requests, args.requests)
         memory = memory_kb(service.pid)
     finally:
         service.stop()
@@ -113,14 +121,7 @@ async def part_uploads_large(
         idle = memory_kb(service.pid)
         requests = upload_requests(args.large_mb * 1024 * 1024, users=16)
         with RssSampler(service.pid, interval=0.02) as sampler:
-            result = await closed_loop(
-                service.port,
-                requests,
-                clients=args.clients,
-                max_requests=args.large_requests,
-                max_seconds=args.seconds,
-                service_pid=service.pid,
-            )
+            result = await upload_loop(args, service, requests, args.large_requests)
         after = memory_kb(service.pid)
     finally:
         service.stop()
