@@ -20,16 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.pipeline import queue
-from benchmarks.common import (
-    BenchDatabase,
-    Report,
-    add_common_arguments,
-    bench_database,
-    latency_summary,
-    machine_info,
-    print_machine,
-    wait_for_quiet_machine,
-)
+from benchmarks.cli import add_common_arguments
+from benchmarks.database import BenchDatabase, bench_database
+from benchmarks.load import latency_summary
+from benchmarks.proc import wait_for_quiet_machine
+from benchmarks.report import Report, machine_info, print_machine
 
 OWNER = "benchmark-claimer"
 BUSY_OWNER = "benchmark-busy-owner"

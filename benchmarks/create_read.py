@@ -17,151 +17,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+import json
 import os
 import random
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from app.tasks.repository import PageCursor
 from app.tasks.service import encode_cursor
-from benchmarks.common import (
-    BenchDatabase,
-    CpuWatch,
-    HttpConnection,
-    Report,
-    RssSampler,
-    Service,
-    add_common_arguments,
-    bench_database,
-    cpu_seconds,
-    latency_summary,
-    log_directory,
-    machine_info,
-    memory_kb,
-    multipart_body,
-    print_machine,
-    raise_nofile_limit,
-    seed_tasks,
-    service_environment,
-    wait_for_quiet_machine,
-)
-from tests.fakes import unused_port
+from benchmarks.cli import add_common_arguments, description
+from benchmarks.database import BenchDatabase, bench_database, seed_tasks
+from benchmarks.load import LoadResult, Request, closed_loop, multipart_body
+from benchmarks.proc import RssSampler, memory_kb, wait_for_quiet_machine
+from benchmarks.report import Report, machine_info, print_machine
+from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
 
 GOAL_TASKS_PER_SECOND = 100.0
 GOAL_PEAK_RSS_MB = 200.0
 GOAL_PAGE_P99_MS = 10.0
-
-
-@dataclass
-class LoadResult:
-    """What a closed-loop run of identical requests measured."""
-
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
-    elapsed: float = 0.0
-    service_cpu_seconds: float = 0.0
-    machine: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> int:
-        return sum(count for status, count in self.statuses.items() if status.startswith("2"))
-
-    @property
-    def failed(self) -> int:
-        return sum(self.statuses.values()) - self.ok
-
-    @property
-    def rate(self) -> float:
-        return self.ok / self.elapsed if self.elapsed else 0.0
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "requests": sum(self.statuses.values()),
-            "ok": self.ok,
-            "failed": self.failed,
-            "statuses": dict(self.statuses),
-            "elapsed_s": round(self.elapsed, 3),
-            "per_second": round(self.rate, 1),
-            "latency": latency_summary(self.latencies),
-            "service_cpu_ms_per_request": round(
-                self.service_cpu_seconds / max(1, sum(self.statuses.values())) * 1000, 2
-            ),
-            "postgres_cpu_ms_per_request": round(
-                self.machine.get("postgres_cpu_s", 0.0)
-                / max(1, sum(self.statuses.values()))
-                * 1000,
-                2,
-            ),
-            "machine": self.machine,
-        }
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes = b""
-
-
-async def closed_loop(
-    port: int,
-    requests: Sequence[Request],
-    *,
-    clients: int,
-    max_requests: int,
-    max_seconds: float,
-    service_pid: int,
-) -> LoadResult:
-    """`clients` connections, each sending the next request as soon as the last answered,
-    until `max_requests` were sent or `max_seconds` passed."""
-    result = LoadResult()
-    issued = 0
-    deadline = time.monotonic() + max_seconds
-
-    async def client() -> None:
-        nonlocal issued
-        connection = HttpConnection("127.0.0.1", port)
-        try:
-            while issued < max_requests and time.monotonic() < deadline:
-                request = requests[issued % len(requests)]
-                issued += 1
-                started = time.perf_counter()
-                try:
-                    response = await connection.request(
-                        request.method, request.path, headers=request.headers, body=request.body
-                    )
-                except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
-                    result.statuses[f"error {type(error).__name__}"] += 1
-                    continue
-                result.latencies.append(time.perf_counter() - started)
-                result.statuses[str(response.status)] += 1
-        finally:
-            await connection.close()
-
-    # Our own collector must not pause the clocks (a full collection of this process,
-    # with the app's modules imported, takes a few hundred milliseconds).
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    watch = CpuWatch([service_pid])
-    cpu_before = cpu_seconds(service_pid)
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(client() for _ in range(clients)))
-    finally:
-        gc.enable()
-        gc.unfreeze()
-    result.elapsed = time.perf_counter() - started
-    result.service_cpu_seconds = cpu_seconds(service_pid) - cpu_before
-    result.machine = watch.finish()
-    return result
 
 
 def upload_requests(size: int, users: int) -> list[Request]:
@@ -188,15 +66,21 @@ def upload_requests(size: int, users: int) -> list[Request]:
 def start_service(
     args: argparse.Namespace, database: BenchDatabase, logs: Path, name: str
 ) -> Service:
-    # No worker calls the stages; any unused ports satisfy the production settings.
-    environment = service_environment(
-        database,
-        [unused_port(), unused_port(), unused_port()],
-        WORKER_CONCURRENCY=0,
+    return start_api_service(args, database, logs, name)
+
+
+async def upload_loop(
+    args: argparse.Namespace, service: Service, requests: Sequence[Request], count: int
+) -> LoadResult:
+    """`count` uploads from `--clients` clients, capped at `--seconds`."""
+    return await closed_loop(
+        service.port,
+        requests,
+        clients=args.clients,
+        max_requests=count,
+        max_seconds=args.seconds,
+        service_pid=service.pid,
     )
-    service = Service(name, environment, logs, source=args.source).start()
-    service.wait_healthy()
-    return service
 
 
 def mb(kilobytes: int) -> float:
@@ -213,14 +97,7 @@ async def part_uploads_small(
             service.port, requests, clients=args.clients, max_requests=64, max_seconds=30,
             service_pid=service.pid,
         )  # fmt: skip
-        result = await closed_loop(
-            service.port,
-            requests,
-            clients=args.clients,
-            max_requests=args.requests,
-            max_seconds=args.seconds,
-            service_pid=service.pid,
-        )
+        result = await upload_loop(args, service, requests, args.requests)
         memory = memory_kb(service.pid)
     finally:
         service.stop()
@@ -244,14 +121,7 @@ async def part_uploads_large(
         idle = memory_kb(service.pid)
         requests = upload_requests(args.large_mb * 1024 * 1024, users=16)
         with RssSampler(service.pid, interval=0.02) as sampler:
-            result = await closed_loop(
-                service.port,
-                requests,
-                clients=args.clients,
-                max_requests=args.large_requests,
-                max_seconds=args.seconds,
-                service_pid=service.pid,
-            )
+            result = await upload_loop(args, service, requests, args.large_requests)
         after = memory_kb(service.pid)
     finally:
         service.stop()
@@ -306,15 +176,12 @@ async def part_listing(
     service = start_service(args, database, logs, "bench-list")
     try:
         # Check the pages are what they claim before timing them.
-        probe = HttpConnection("127.0.0.1", service.port)
-        first = await probe.request("GET", f"/tasks?limit={page}", headers=headers)
-        deep = await probe.request(
-            "GET", f"/tasks?limit={page}&cursor={cursors[-2]}", headers=headers
-        )
-        await probe.close()
+        async with httpx.AsyncClient(base_url=service.base_url, headers=headers) as probe:
+            first = await probe.get(f"/tasks?limit={page}")
+            deep = await probe.get(f"/tasks?limit={page}&cursor={cursors[-2]}")
         for response in (first, deep):
-            if response.status != 200 or len(response.json()["items"]) != page:
-                raise RuntimeError(f"unexpected page: {response.status} {response.body[:300]!r}")
+            if response.status_code != 200 or len(response.json()["items"]) != page:
+                raise RuntimeError(f"unexpected page: {response.status_code} {response.text[:300]}")
 
         await closed_loop(
             service.port, requests, clients=8, max_requests=200, max_seconds=30,
@@ -345,27 +212,17 @@ async def part_listing(
             )
             by_clients[str(clients)] = figures
 
-        legacy = LoadResult()
-        connection_legacy = HttpConnection("127.0.0.1", service.port, timeout=120)
-        body = f'{{"user_id": "{user}"}}'.encode()
-        legacy_bytes = 0
-        legacy_items = 0
-        watch = CpuWatch([service.pid])
-        cpu_before = cpu_seconds(service.pid)
-        legacy_started = time.perf_counter()
-        for _ in range(args.legacy_requests):
-            started = time.perf_counter()
-            response = await connection_legacy.request(
-                "POST", "/", headers={"Content-Type": "application/json"}, body=body
-            )
-            legacy.latencies.append(time.perf_counter() - started)
-            legacy.statuses[str(response.status)] += 1
-            legacy_bytes = len(response.body)
-            legacy_items = len(response.json())
-        legacy.elapsed = time.perf_counter() - legacy_started
-        legacy.service_cpu_seconds = cpu_seconds(service.pid) - cpu_before
-        legacy.machine = watch.finish()
-        await connection_legacy.close()
+        legacy_request = json.dumps({"user_id": str(user)}).encode()
+        legacy = await closed_loop(
+            service.port,
+            [Request("POST", "/", {"Content-Type": "application/json"}, legacy_request)],
+            clients=1,
+            max_requests=args.legacy_requests,
+            max_seconds=args.seconds,
+            service_pid=service.pid,
+            request_timeout=120,
+        )
+        legacy_body = legacy.last.body if legacy.last is not None else b"[]"
     finally:
         service.stop()
     return {
@@ -381,8 +238,8 @@ async def part_listing(
         "goal_met": all(figures["goal_met"] for figures in by_clients.values()),
         "legacy_list_all": {
             **legacy.figures(),
-            "response_bytes": legacy_bytes,
-            "items": legacy_items,
+            "response_bytes": len(legacy_body),
+            "items": len(json.loads(legacy_body)),
         },
     }
 
@@ -465,7 +322,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--clients", type=int, default=16, help="concurrent upload clients")
     parser.add_argument("--small-kb", type=int, default=100, help="size of the small uploads")
     parser.add_argument("--requests", type=int, default=2000, help="small uploads to send")

@@ -40,28 +40,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from app.db.history import EventRecord, append_event
-from benchmarks.common import (
-    BenchDatabase,
-    CpuWatch,
-    Report,
-    Service,
-    add_common_arguments,
-    bench_database,
-    cpu_seconds,
-    iter_body,
-    latency_summary,
-    log_directory,
-    machine_info,
-    memory_kb,
-    print_machine,
-    raise_nofile_limit,
-    read_head,
-    seed_tasks,
-    service_connections,
-    service_environment,
-    wait_for_quiet_machine,
-)
-from tests.fakes import unused_port
+from benchmarks.cli import add_common_arguments, description
+from benchmarks.database import BenchDatabase, bench_database, seed_tasks, service_connections
+from benchmarks.load import latency_summary
+from benchmarks.proc import CpuWatch, cpu_seconds, memory_kb, wait_for_quiet_machine
+from benchmarks.rawhttp import iter_body, read_head
+from benchmarks.report import Report, machine_info, print_machine
+from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
 
 GOAL_P99_MS = 50.0  # at 1 000 followers
 GOAL_STREAMING_CONNECTIONS = 2  # at 10 000 followers
@@ -430,22 +415,20 @@ async def run(args: argparse.Namespace) -> None:
 
 def start_service(args: argparse.Namespace, database: BenchDatabase, logs: Path) -> Service:
     cap = max(20000, 2 * max(int(v) for v in args.followers.split(",")))
-    environment = service_environment(
+    return start_api_service(
+        args,
         database,
-        [unused_port(), unused_port(), unused_port()],
-        WORKER_CONCURRENCY=0,
+        logs,
+        SERVICE_NAME,
+        raise_nofile=True,
         SSE_MAX_FOLLOWERS=cap,
         # One user per task: each user has followers/tasks streams open, far above the cap.
         SSE_MAX_FOLLOWERS_PER_USER=cap,
     )
-    service = Service(SERVICE_NAME, environment, logs, source=args.source, raise_nofile=True)
-    service.start()
-    service.wait_healthy()
-    return service
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--followers", default="1000,10000", help="phases, comma-separated")
     parser.add_argument("--tasks", type=int, default=100, help="tasks followed per phase")
     parser.add_argument(

@@ -4,7 +4,7 @@
 
 For each configuration (service processes x MANAGER_WORKER_CONCURRENCY) the service
 processes start in production mode against an empty, migrated database and three fake
-audio services that answer at once (a separate process of raw asyncio servers). When
+audio services that answer at once (the tests' fakes, in a separate process). When
 they are idle, one transaction inserts the tasks (with their audio and `created` event,
 and the NOTIFY the create route sends); the clock runs from that transaction's `now()`
 to the last `completed_at`.
@@ -37,28 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
+from benchmarks.cli import add_common_arguments, description
+from benchmarks.database import (
     BenchDatabase,
-    CpuWatch,
-    FakeStages,
-    Report,
-    Service,
-    add_common_arguments,
     bench_database,
     counter_delta,
-    cpu_seconds,
     database_snapshot,
-    fake_stages,
-    latency_summary,
-    log_directory,
-    machine_info,
-    postgres_cpu_seconds,
-    print_machine,
-    raise_nofile_limit,
     seed_tasks,
-    service_environment,
-    wait_for_quiet_machine,
 )
+from benchmarks.load import latency_summary
+from benchmarks.proc import CpuWatch, cpu_seconds, postgres_cpu_seconds, wait_for_quiet_machine
+from benchmarks.report import Report, machine_info, print_machine
+from benchmarks.service import Service, log_directory, raise_nofile_limit, service_environment
+from benchmarks.stages import FakeStages, fake_stages
 
 GOAL_TASKS_PER_SECOND = 100.0  # with 2 processes
 SSL_REQUEST = 80877103
@@ -499,7 +490,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--tasks", type=int, default=1000, help="tasks per configuration")
     parser.add_argument(
         "--configs",

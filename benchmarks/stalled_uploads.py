@@ -21,21 +21,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    BenchDatabase,
-    Report,
-    RssSampler,
-    Service,
-    add_common_arguments,
-    bench_database,
-    log_directory,
-    machine_info,
-    memory_kb,
-    raise_nofile_limit,
-    service_environment,
-    wait_for_quiet_machine,
-)
-from tests.fakes import unused_port
+from benchmarks.cli import add_common_arguments, description
+from benchmarks.database import BenchDatabase, bench_database
+from benchmarks.proc import RssSampler, memory_kb, wait_for_quiet_machine
+from benchmarks.report import Report, machine_info
+from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
 
 MIB = 1024 * 1024
 FIELDS = 24
@@ -115,16 +105,9 @@ async def run_phase(
 
 
 def start_service(args: argparse.Namespace, database: BenchDatabase, logs: Path) -> Service:
-    environment = service_environment(
-        database,
-        [unused_port(), unused_port(), unused_port()],
-        WORKER_CONCURRENCY=0,
-        UPLOAD_MEMORY_MB=args.budget_mb,
+    return start_api_service(
+        args, database, logs, "stalled-uploads", raise_nofile=True, UPLOAD_MEMORY_MB=args.budget_mb
     )
-    service = Service("stalled-uploads", environment, logs, source=args.source, raise_nofile=True)
-    service.start()
-    service.wait_healthy()
-    return service
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -162,7 +145,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--send-kib", type=int, default=1024, help="body sent before stalling")
     parser.add_argument("--budget-mb", type=float, default=64, help="MANAGER_UPLOAD_MEMORY_MB")

@@ -17,32 +17,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import random
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import URL, make_url
+from sqlalchemy import URL
 
 from app.db.migrations import ORIGINAL_REVISION, downgrade_to, upgrade_to_head
 from app.db.url import asyncpg_dsn
-from benchmarks.common import (
-    DEFAULT_SERVER_URL,
-    BenchDatabase,
-    Report,
-    machine_info,
-    print_machine,
-    wait_for_quiet_machine,
-)
+from benchmarks.cli import add_quiet_wait_argument, description
+from benchmarks.database import DEFAULT_SERVER_URL, BenchDatabase, postgres_server
+from benchmarks.proc import wait_for_quiet_machine
+from benchmarks.report import Report, machine_info, print_machine
 from tests.migrations.original import ORIGINAL_SCHEMA_SQL, ORIGINAL_STATUSES
-from tests.postgres import TEST_SERVER_VARIABLE, SessionPostgres, session_postgres
+from tests.postgres import SessionPostgres
 
 # Shares of a live database: nearly everything finished; unfinished tasks are the few in
 # flight when the original stopped.
@@ -133,21 +127,6 @@ async def build_template(url: URL, tasks: int) -> None:
         await connection.close()
 
 
-@contextlib.asynccontextmanager
-async def server(args: argparse.Namespace) -> AsyncIterator[SessionPostgres]:
-    if not args.embedded:
-        admin = make_url(args.database_url).set(drivername="postgresql+asyncpg")
-        yield SessionPostgres(admin_url=admin, embedded=None)
-        return
-    saved = os.environ.pop(TEST_SERVER_VARIABLE, None)
-    try:
-        with session_postgres() as embedded:
-            yield embedded
-    finally:
-        if saved is not None:
-            os.environ[TEST_SERVER_VARIABLE] = saved
-
-
 async def _admin(postgres: SessionPostgres, statement: str) -> None:
     connection = await asyncpg.connect(asyncpg_dsn(postgres.admin_url))
     try:
@@ -200,7 +179,7 @@ async def one_run(postgres: SessionPostgres, template: URL, tasks: int) -> dict[
 
 async def run(args: argparse.Namespace) -> None:
     report = Report("takeover_upgrade")
-    async with server(args) as postgres:
+    with postgres_server(embedded=args.embedded, database_url=args.database_url) as postgres:
         template = await postgres.create_database("ilps_bench_takeover_template")
         try:
             started = time.perf_counter()
@@ -257,15 +236,10 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=120.0,
-        help="wait up to this long for the machine to be idle before starting",
-    )
+    add_quiet_wait_argument(parser)
     parser.add_argument("--database-url", default=DEFAULT_SERVER_URL)
     parser.add_argument("--embedded", action="store_true")
     asyncio.run(run(parser.parse_args()))

@@ -84,6 +84,8 @@ class FakeStage:
         # Put into the text of every good answer (a transcription, the mistakes' values), to
         # test what the task manager stores of text it cannot store as is (NUL, surrogates).
         self.dirty_text = ""
+        # The preprocessed WAV is padded to this many bytes (benchmarks want real sizes).
+        self.wav_size = 0
         self.app = FastAPI()
         self.port = 0
 
@@ -106,6 +108,7 @@ class FakeStage:
             self.hang_seconds = self.HANG_SECONDS
             self.detail = self.DETAIL
             self.dirty_text = ""
+            self.wav_size = 0
 
     async def handle(
         self, marker: str, request: dict[str, Any], answer: Callable[[], Response]
@@ -157,6 +160,7 @@ def _preprocessing(stage: FakeStage) -> None:
             return JSONResponse({"detail": "Length not divisible by 4"}, status_code=400)
         marker = _marker_in(data)
         wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + b"TASK<" + marker.encode() + b">"
+        wav += b"\x00" * (stage.wav_size - len(wav))
         return await stage.handle(marker, request, lambda: Response(wav, media_type="audio/wav"))
 
 
