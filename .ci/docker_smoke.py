@@ -11,7 +11,6 @@ through the containerised task manager as the ILPS gateway and mobile app would.
     python .ci/docker_smoke.py original-up STATE_FILE TASKS_FILE
                                 a second database in the original's schema at c7e1b585e358,
                                 holding tasks in every legacy status (prints settings)
-    python .ci/docker_smoke.py takeover-counts TASKS_FILE    kept and unfinished, for the log
     python .ci/docker_smoke.py migrated TASKS_FILE [--base-url URL]
                                 every original task answers as the upgrade promises
     python .ci/docker_smoke.py handed-back STATE_FILE TASKS_FILE NEW_TASK_ID
@@ -508,7 +507,6 @@ def main() -> None:
     original = commands.add_parser("original-up")
     original.add_argument("state_file", type=Path)
     original.add_argument("tasks_file", type=Path)
-    commands.add_parser("takeover-counts").add_argument("tasks_file", type=Path)
     migrated = commands.add_parser("migrated")
     migrated.add_argument("tasks_file", type=Path)
     migrated.add_argument("--base-url", default="http://127.0.0.1:8064")
@@ -529,9 +527,6 @@ def main() -> None:
         db_down(args.state_file)
     elif args.command == "original-up":
         original_up(args.state_file, args.tasks_file)
-    elif args.command == "takeover-counts":
-        tasks = load_tasks(args.tasks_file)
-        print(len(tasks), sum(not task.finished for task in tasks))
     elif args.command == "migrated":
         check_migrated(args.base_url, load_tasks(args.tasks_file))
     elif args.command == "handed-back":
