@@ -193,7 +193,11 @@ class TaskRunner:
         except Exception as error:  # a bug or a database outage: retry like a transient fault
             log.exception("task %s: unexpected error in %s", task_id, held.status)
             await self._handle_failure(
-                held, TransientFailure(f"internal error ({type(error).__name__})")
+                held,
+                TransientFailure(
+                    f"internal error ({type(error).__name__})",
+                    user_message="an internal error occurred",
+                ),
             )
 
     async def _run_stages(self, held: HeldTask) -> None:
@@ -325,11 +329,11 @@ class TaskRunner:
                 self.metrics.stage_retries.labels(stage).inc()
                 self.schedule_wakeup(delay)
             return
+        # What learners read: the stage and the kind of fault, never the technical reason.
+        comment = f"{stage} failed: {failure.user_message}"
         if failure.transient:
-            comment = f"{stage} failed after {attempts} attempts: {failure.reason}"
-        else:
-            comment = f"{stage} failed: {failure.reason}"
-        log.warning("task %s: %s", task_id, comment)
+            comment += f" (after {attempts} attempts)"
+        log.warning("task %s: %s (%s)", task_id, comment, failure.reason)
         if await self._write(
             lambda s: queue.fail_task(s, task_id, owner=self.owner, comment=comment)
         ):
