@@ -158,8 +158,10 @@ class WorkerPool:
         )
         while not self._stopping:
             # Returns after each task (the backoff starts afresh); retries after an error.
-            with contextlib.suppress(Exception):  # only when stopping: logged already
+            try:
                 await errors(self._claim_and_run)
+            except Exception:  # raised only once stopping: nothing is retried any more
+                log.warning("worker error while stopping", exc_info=True)
 
     async def _claim_and_run(self) -> None:
         if self._stopping:  # woken from an error's pause by the stop
