@@ -1,15 +1,14 @@
 """Logging: one line per event, text or JSON, with the request id and task id attached.
 
-The ids live in context variables: the request middleware sets the request id (and
-remembers the ASGI scope, whose path parameters name the task), the pipeline sets the
-task id and stage while it works on a task. A filter copies them onto every record.
+The ids live in context variables: the request middleware (`app.api.request_observer`)
+sets the request id (and remembers the ASGI scope, whose path parameters name the task),
+the pipeline sets the task id and stage while it works on a task. A filter copies them
+onto every record.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,12 +18,12 @@ import pygelf  # type: ignore[import-untyped]
 import pygelf.gelf  # type: ignore[import-untyped]
 import pythonjsonlogger.core
 import pythonjsonlogger.json
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
 stage_var: ContextVar[str | None] = ContextVar("stage", default=None)
-_scope_var: ContextVar[Scope | None] = ContextVar("http_scope", default=None)
+scope_var: ContextVar[Scope | None] = ContextVar("http_scope", default=None)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _MAX_REQUEST_ID = 128
@@ -52,7 +51,7 @@ class ContextFilter(logging.Filter):
         record.request_id = request_id_var.get()
         task_id = task_id_var.get()
         if task_id is None:
-            scope = _scope_var.get()
+            scope = scope_var.get()
             if scope is not None:
                 path_task = scope.get("path_params", {}).get("task_id")
                 task_id = str(path_task) if path_task is not None else None
@@ -157,44 +156,7 @@ def configure_logging(
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-class RequestContext:
-    """ASGI middleware: request id in (X-Request-Id or a new one) and out, one access line."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        request_token = request_id_var.set(request_id)
-        scope_token = _scope_var.set(scope)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            access_log.info(
-                '%s %s -> %d (%.1f ms)',
-                scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
-                extra={"method": scope["method"], "path": scope["path"], "status": status},
-            )  # fmt: skip
-            _scope_var.reset(scope_token)
-            request_id_var.reset(request_token)
-
-
-def _incoming_request_id(scope: Scope) -> str | None:
+def incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             text: str = value.decode("latin-1").strip()

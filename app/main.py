@@ -15,6 +15,7 @@ from app.api import health, legacy, operations, resources, streams
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
+from app.api.request_observer import RequestObserver
 from app.config import STAGES, Settings, StageName, load_settings
 from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
@@ -23,9 +24,9 @@ from app.db.url import asyncpg_dsn, configured_database_url
 from app.demo import routes as demo
 from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
-from app.logs import RequestContext
-from app.metrics import HttpMetrics, create_metrics
+from app.metrics import create_metrics
 from app.pipeline.clients import create_stage_clients
+from app.pipeline.queue import waiting_summary
 from app.pipeline.workers import WorkerPool
 from app.runtime import Runtime
 from app.signals import observe_stop_signals
@@ -102,6 +103,16 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
             hub.start()
             stack.push_async_callback(hub.stop)
             workers.start()
+
+            async def read_queue() -> tuple[int, float]:
+                async with database.autocommit.connect() as connection:
+                    return await waiting_summary(connection)
+
+            metrics.live.attach(
+                held=lambda: workers.held,
+                followers=lambda: hub.follower_count,
+                read_queue=read_queue,
+            )
             # Runs first on the way out: stop claiming and hand back held tasks.
             stack.push_async_callback(workers.stop)
             # The stop signal stops claiming at once, not after uvicorn's drain.
@@ -136,8 +147,9 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
         min_rate_bytes=settings.upload_min_rate_kbps * 1024,
         grace_seconds=settings.upload_rate_grace_seconds,
     )
-    app.add_middleware(HttpMetrics, metrics=metrics)
-    app.add_middleware(RequestContext)  # outermost: every line of a request has its id
+    # Outermost: every line of a request has its id, and the status it records is the one
+    # the client got.
+    app.add_middleware(RequestObserver, metrics=metrics)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import Scope
+
+log = logging.getLogger(__name__)
 
 # Stage calls take from milliseconds (feedback) to minutes (transcription on a busy CPU).
 STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -15,6 +21,64 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 # The server accepts any token as a method; each label value is a series kept forever, so
 # anything outside this set counts as "other".
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A scrape must answer even when the database does not.
+QUEUE_READ_SECONDS = 2.0
+
+
+class LiveGauges(Collector):
+    """The gauges, read when Prometheus scrapes rather than set by the code they describe.
+
+    In-process values (tasks held, open streams) are read from their owners through
+    callables the lifespan attaches. The queue's values need a query, and a collector's
+    `collect` is synchronous while the database is reached through asyncio: the scrape
+    route awaits `refresh()` first (a pre-scrape hook), which reads them into this
+    object. A background refresh would query the database while nobody scrapes and
+    report values as old as its period; the hook costs one short query per scrape.
+    When the query fails the gauges keep their last values and the scrape still answers.
+    """
+
+    def __init__(self) -> None:
+        self._held: Callable[[], int] = lambda: 0
+        self._followers: Callable[[], int] = lambda: 0
+        self._read_queue: Callable[[], Awaitable[tuple[int, float]]] | None = None
+        self._waiting = 0
+        self._oldest_age = 0.0
+
+    def attach(
+        self,
+        *,
+        held: Callable[[], int],
+        followers: Callable[[], int],
+        read_queue: Callable[[], Awaitable[tuple[int, float]]],
+    ) -> None:
+        self._held, self._followers, self._read_queue = held, followers, read_queue
+
+    async def refresh(self) -> None:
+        if self._read_queue is None:
+            return
+        try:
+            async with asyncio.timeout(QUEUE_READ_SECONDS):
+                self._waiting, self._oldest_age = await self._read_queue()
+        except Exception:
+            log.debug("queue gauges not refreshed", exc_info=True)
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "ilps_tasks_waiting",
+            "Unfinished tasks nobody holds (whole database).",
+            value=self._waiting,
+        )
+        yield GaugeMetricFamily(
+            "ilps_oldest_waiting_task_age_seconds",
+            "Age of the oldest unfinished task nobody holds (0: none).",
+            value=self._oldest_age,
+        )
+        yield GaugeMetricFamily(
+            "ilps_tasks_in_flight", "Tasks this process's workers hold now.", value=self._held()
+        )
+        yield GaugeMetricFamily(
+            "ilps_sse_followers", "Open task streams on this process.", value=self._followers()
+        )
 
 
 @dataclass(frozen=True)
@@ -26,19 +90,29 @@ class Metrics:
     stage_call_duration: Histogram
     downstream_calls: Counter
     stage_retries: Counter
-    tasks_waiting: Gauge
-    oldest_waiting_age: Gauge
-    tasks_in_flight: Gauge
-    sse_followers: Gauge
+    live: LiveGauges
     http_requests: Counter
     http_request_duration: Histogram
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def observe_response_start(self, scope: Scope, seconds: float) -> None:
+        """Time to the first byte, by route template and method."""
+        self.http_request_duration.labels(_route_template(scope), _method_label(scope)).observe(
+            seconds
+        )
+
+    def count_request(self, scope: Scope, status: int) -> None:
+        self.http_requests.labels(
+            _route_template(scope), _method_label(scope), _status_label(status)
+        ).inc()
+
 
 def create_metrics() -> Metrics:
     registry = CollectorRegistry(auto_describe=True)
+    live = LiveGauges()
+    registry.register(live)
     return Metrics(
         registry=registry,
         tasks_created=Counter(
@@ -65,20 +139,7 @@ def create_metrics() -> Metrics:
             "ilps_stage_retries", "Transient stage failures that were retried.", ["stage"],
             registry=registry,
         ),
-        tasks_waiting=Gauge(
-            "ilps_tasks_waiting", "Unfinished tasks nobody holds (whole database).",
-            registry=registry,
-        ),
-        oldest_waiting_age=Gauge(
-            "ilps_oldest_waiting_task_age_seconds",
-            "Age of the oldest unfinished task nobody holds (0: none).", registry=registry,
-        ),
-        tasks_in_flight=Gauge(
-            "ilps_tasks_in_flight", "Tasks this process's workers hold now.", registry=registry
-        ),
-        sse_followers=Gauge(
-            "ilps_sse_followers", "Open task streams on this process.", registry=registry
-        ),
+        live=live,
         http_requests=Counter(
             "ilps_http_requests", "HTTP requests by route template, method and status.",
             ["route", "method", "status"], registry=registry,
@@ -89,39 +150,6 @@ def create_metrics() -> Metrics:
             ["route", "method"], buckets=HTTP_BUCKETS, registry=registry,
         ),
     )  # fmt: skip
-
-
-class HttpMetrics:
-    """ASGI middleware: count and time requests by route template, never by raw path."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        method = _method_label(scope)
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                route = _route_template(scope)
-                self.metrics.http_request_duration.labels(route, method).observe(
-                    time.perf_counter() - started
-                )
-            await send(message)
-
-        try:
-            await self.app(scope, receive, timed_send)
-        finally:
-            self.metrics.http_requests.labels(
-                _route_template(scope), method, _status_label(status)
-            ).inc()
 
 
 def _method_label(scope: Scope) -> str:

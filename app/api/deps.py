@@ -43,13 +43,16 @@ async def unit_of_work(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
 
 
-async def read_only(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """For requests that only read: no BEGIN and COMMIT round trips around one query."""
-    async with runtime.database.read_sessions() as session:
+async def autocommit_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """For requests that only read: no BEGIN and COMMIT round trips around one query.
+
+    Autocommit, not a read-only transaction: a write through it would commit at once.
+    """
+    async with runtime.database.autocommit_sessions() as session:
         yield session
 
 
-ReadSessionDep = Annotated[AsyncSession, Depends(read_only, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(autocommit_session, scope="function")]
 
 
 ForwardedUserId = Annotated[

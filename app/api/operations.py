@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from app.api.deps import RuntimeDep
 from app.db.migrations import current_revision, head_revision
 from app.pipeline.clients import ServiceClient
-from app.pipeline.queue import waiting_summary
 from app.runtime import Runtime
 
 router = APIRouter(tags=["operations"])
@@ -92,17 +91,8 @@ class ReadinessResponse(BaseModel):
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     """Counters and histograms of this process; queue gauges read from the database."""
-    collected = runtime.metrics
-    try:
-        async with runtime.database.autocommit.connect() as connection:
-            waiting, oldest_age = await waiting_summary(connection)
-        collected.tasks_waiting.set(waiting)
-        collected.oldest_waiting_age.set(oldest_age)
-    except Exception:  # the scrape still answers; the gauges keep their last values
-        pass
-    collected.tasks_in_flight.set(runtime.workers.held)
-    collected.sse_followers.set(runtime.hub.follower_count)
-    return Response(collected.render(), media_type=CONTENT_TYPE_LATEST)
+    await runtime.metrics.live.refresh()  # the queue's gauges need a query: before rendering
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

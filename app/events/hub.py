@@ -21,10 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import history
 from app.db.status import is_terminal
+from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
 FOLLOWER_QUEUE_SIZE = 64
+# The reader waits out a database fault before it reads the dirty tasks again.
+READ_BACKOFF = Backoff(base=0.25, cap=5.0)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class EventHub:
         self._wake = asyncio.Event()
         self._lane = asyncio.Lock()  # one streaming read at a time: one pooled connection
         self._reader: asyncio.Task[None] | None = None
+        self._read_errors = retrying(READ_BACKOFF, log=log, message="event hub read failed")
 
     @property
     def follower_count(self) -> int:
@@ -213,15 +217,16 @@ class EventHub:
     async def _read_loop(self) -> None:
         while True:
             await self._wake.wait()
-            self._wake.clear()
-            dirty, self._dirty = self._dirty, set()
-            try:
-                await self._fetch_and_deliver(dirty)
-            except Exception:
-                log.warning("event hub read failed; retrying", exc_info=True)
-                self._dirty |= dirty
-                await asyncio.sleep(0.5)
-                self._wake.set()
+            await self._read_errors(self._deliver_dirty)
+
+    async def _deliver_dirty(self) -> None:
+        self._wake.clear()
+        dirty, self._dirty = self._dirty, set()
+        try:
+            await self._fetch_and_deliver(dirty)
+        except Exception:
+            self._dirty |= dirty  # read again on the next attempt, with whatever came since
+            raise
 
     async def _fetch_and_deliver(self, dirty: set[uuid.UUID]) -> None:
         cursors: dict[uuid.UUID, int] = {}

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import asyncpg
 
 from app.db.history import EVENTS_CHANNEL, parse_notification
+from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class TaskEventListener:
         self, dsn: str, *, max_backoff: float = 5.0, application_name: str = "task-manager"
     ) -> None:
         self._dsn = dsn
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(base=0.1, cap=max_backoff)
         self._application_name = application_name
         self._on_notification: list[NotificationHandler] = []
         self._on_reconnect: list[ReconnectHandler] = []
@@ -79,22 +80,15 @@ class TaskEventListener:
         Any error (asyncpg raises `InterfaceError`, not a `PostgresError`, for a connection
         closed under it) is logged and retried with backoff; only cancellation ends this.
         """
-        backoff = 0.1
         missed = False  # notifications may have been lost: re-read after connecting
         while True:
-            try:
-                await self._connect()
-            except Exception as error:
-                log.warning(
-                    "LISTEN connection failed (%s: %s); retrying in %.1fs",
-                    type(error).__name__, error, backoff,
-                )  # fmt: skip
-                await self._close()
-                missed = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
-                continue
-            backoff = 0.1
+            async for attempt in retrying(
+                self._backoff, log=log, message="LISTEN connection failed"
+            ):
+                with attempt:
+                    await self._connect_or_close()
+            # After a failed first attempt, followers may have subscribed meanwhile.
+            missed = missed or attempt.retry_state.attempt_number > 1
             self._ever_connected = True
             if missed:
                 log.info("LISTEN connection established after a failure or loss")
@@ -105,6 +99,13 @@ class TaskEventListener:
             self.connected.clear()
             log.warning("LISTEN connection lost; reconnecting")
             await self._close()
+
+    async def _connect_or_close(self) -> None:
+        try:
+            await self._connect()
+        except Exception:
+            await self._close()
+            raise
 
     async def _connect(self) -> None:
         # This connection's own event: a late signal from an earlier one changes nothing.

@@ -27,6 +27,8 @@ from typing import Any
 
 import asyncpg
 
+from app.retry import Backoff, retrying
+
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_SECONDS = 1.0
@@ -53,7 +55,7 @@ class OwnerLock:
         self._on_renamed = on_renamed
         self._on_held = on_held
         self._application_name = application_name
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(base=0.1, cap=max_backoff)
         self._server_started: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         self.held = asyncio.Event()
@@ -69,36 +71,33 @@ class OwnerLock:
                 await self._task
 
     async def _run(self) -> None:
-        backoff = 0.1
         while True:
+            # Returns when a held lock's connection ends (reconnect at once, the backoff
+            # starts afresh); connecting or taking the lock is retried with backoff.
+            await retrying(self._backoff, log=log, message="liveness lock: not held")(self._hold)
+
+    async def _hold(self) -> None:
+        """Connect, take the lock and hold it until the connection ends."""
+        connection = await asyncpg.connect(
+            self._dsn,
+            timeout=10,
+            server_settings={"application_name": f"{self._application_name}/liveness"},
+        )
+        try:
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda _, lost=lost: lost.set())
+            await self._take(connection)
+            self.held.set()
+            self._on_held()
             try:
-                connection = await asyncpg.connect(
-                    self._dsn,
-                    timeout=10,
-                    server_settings={"application_name": f"{self._application_name}/liveness"},
-                )
-            except Exception as error:  # whatever the failure, this loop must go on
-                log.warning("liveness lock: cannot connect (%r); retrying in %.1fs", error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
-                continue
-            try:
-                lost = asyncio.Event()
-                connection.add_termination_listener(lambda _, lost=lost: lost.set())
-                await self._take(connection)
-                backoff = 0.1
-                self.held.set()
-                self._on_held()
                 await self._watch(connection, lost)
-                log.warning("liveness lock: connection lost; %s stops claiming", self.owner)
-            except Exception as error:  # any end of the connection: reconnect
-                log.warning("liveness lock: lost (%r); retrying in %.1fs", error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
-            finally:
-                self.held.clear()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(connection.close(), timeout=2)
+            except Exception as error:  # the watch query failed: the connection is gone
+                log.warning("liveness lock: lost (%r)", error)
+            log.warning("liveness lock: connection lost; %s stops claiming", self.owner)
+        finally:
+            self.held.clear()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)
 
     async def _take(self, connection: Any) -> None:
         started: datetime = await connection.fetchval("SELECT pg_postmaster_start_time()")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import tenacity
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,14 +26,17 @@ from app.db.status import STAGE_BY_STATUS, TaskStatus
 from app.logs import stage_var, task_context
 from app.metrics import Metrics
 from app.pipeline import queue
-from app.pipeline.backoff import retry_delay
 from app.pipeline.clients import StageClients
 from app.pipeline.errors import PermanentFailure, StageFailure, TransientFailure
 from app.pipeline.queue import ClaimedTask
+from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# A database write waits out a restart or a full pool: first pause 0.1–0.2 s, at most 2 s.
+WRITE_BACKOFF = Backoff(base=0.2, cap=2.0)
 
 
 class LeaseLost(Exception):
@@ -105,10 +109,12 @@ class TaskRunner:
         claimed = task
         try:
             # After the claim committed: reading the audio does not hold up other claims.
-            task = await self._write(lambda c: queue.with_stage_audio(c, claimed))
+            task = await self._write(lambda connection: queue.with_stage_audio(connection, claimed))
         except Exception:
             with contextlib.suppress(Exception):  # give it back rather than sit on it
-                await self._write(lambda c: queue.release_lease(c, claimed.id, owner=self.owner))
+                await self._write(
+                    lambda connection: queue.release_lease(connection, claimed.id, owner=self.owner)
+                )
             raise
         held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
         try:
@@ -116,7 +122,9 @@ class TaskRunner:
                 # So many holders vanished mid-task (crash, kill) that it will not finish.
                 comment = f"abandoned after {task.claim_count} interrupted attempts"
                 if await self._write(
-                    lambda c: queue.fail_task(c, task.id, owner=self.owner, comment=comment)
+                    lambda connection: queue.fail_task(
+                        connection, task.id, owner=self.owner, comment=comment
+                    )
                 ):
                     self._finished(task, TaskStatus.FAILED)
                 return None
@@ -143,8 +151,12 @@ class TaskRunner:
         if held.status is status:
             return  # resumed in the stage it was in: no repeated transition
         moved = await self._write(
-            lambda c: queue.advance_status(
-                c, held.task.id, owner=self.owner, status=status, stage_attempts=held.attempts
+            lambda connection: queue.advance_status(
+                connection,
+                held.task.id,
+                owner=self.owner,
+                status=status,
+                stage_attempts=held.attempts,
             )
         )
         if not moved:
@@ -183,7 +195,9 @@ class TaskRunner:
         except LeaseLost:
             log.info("task %s: lease lost (deleted or taken over); stopping", task_id)
         except StopRequested:
-            await self._write(lambda s: queue.release_lease(s, task_id, owner=self.owner))
+            await self._write(
+                lambda connection: queue.release_lease(connection, task_id, owner=self.owner)
+            )
             log.info("task %s: handed back for shutdown in %s", task_id, held.status)
         except StageFailure as failure:
             await self._handle_failure(held, failure)
@@ -192,7 +206,11 @@ class TaskRunner:
         except Exception as error:  # a bug or a database outage: retry like a transient fault
             log.exception("task %s: unexpected error in %s", task_id, held.status)
             await self._handle_failure(
-                held, TransientFailure(f"internal error ({type(error).__name__})")
+                held,
+                TransientFailure(
+                    f"internal error ({type(error).__name__})",
+                    user_message="an internal error occurred",
+                ),
             )
 
     async def _run_stages(self, held: HeldTask) -> None:
@@ -205,7 +223,9 @@ class TaskRunner:
             await self._commit_stage(
                 held,
                 TaskStatus.TRANSCRIBING,
-                lambda c: queue.store_preprocessed_audio(c, task.id, owner=self.owner, wav=wav),
+                lambda connection: queue.store_preprocessed_audio(
+                    connection, task.id, owner=self.owner, wav=wav
+                ),
             )
             held.wav, held.pcm = wav, None
         if held.status is TaskStatus.TRANSCRIBING:
@@ -216,8 +236,8 @@ class TaskRunner:
             await self._commit_stage(
                 held,
                 TaskStatus.EVALUATING,
-                lambda c: queue.store_transcription(
-                    c, task.id, owner=self.owner, transcription=transcription
+                lambda connection: queue.store_transcription(
+                    connection, task.id, owner=self.owner, transcription=transcription
                 ),
             )
             held.transcription, held.wav = transcription, None
@@ -228,8 +248,8 @@ class TaskRunner:
                 task, self.clients.feedback.assess(task.text_id, held.transcription)
             )
             completed = await self._write(
-                lambda s: queue.complete_task(
-                    s,
+                lambda connection: queue.complete_task(
+                    connection,
                     task.id,
                     owner=self.owner,
                     accuracy=assessment.accuracy,
@@ -300,18 +320,17 @@ class TaskRunner:
         attempts = held.attempts + 1
         max_attempts = self.settings.pipeline_max_attempts
         if failure.transient and attempts < max_attempts:
-            delay = retry_delay(
-                attempts,
+            delay = Backoff(
                 base=self.settings.pipeline_backoff_base_seconds,
                 cap=self.settings.pipeline_backoff_max_seconds,
-            )
+            ).delay(attempts)
             log.warning(
                 "task %s: %s attempt %d/%d failed, retrying in %.1fs: %s",
                 task_id, stage, attempts, max_attempts, delay, failure.reason,
             )  # fmt: skip
             released = await self._write(
-                lambda s: queue.release_for_retry(
-                    s,
+                lambda connection: queue.release_for_retry(
+                    connection,
                     task_id,
                     owner=self.owner,
                     stage=stage,
@@ -324,13 +343,15 @@ class TaskRunner:
                 self.metrics.stage_retries.labels(stage).inc()
                 self.schedule_wakeup(delay)
             return
+        # What learners read: the stage and the kind of fault, never the technical reason.
+        comment = f"{stage} failed: {failure.user_message}"
         if failure.transient:
-            comment = f"{stage} failed after {attempts} attempts: {failure.reason}"
-        else:
-            comment = f"{stage} failed: {failure.reason}"
-        log.warning("task %s: %s", task_id, comment)
+            comment += f" (after {attempts} attempts)"
+        log.warning("task %s: %s (%s)", task_id, comment, failure.reason)
         if await self._write(
-            lambda s: queue.fail_task(s, task_id, owner=self.owner, comment=comment)
+            lambda connection: queue.fail_task(
+                connection, task_id, owner=self.owner, comment=comment
+            )
         ):
             self._finished(held.task, TaskStatus.FAILED)
 
@@ -341,32 +362,23 @@ class TaskRunner:
 
     async def _write(self, step: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `step` (one statement) on an autocommit connection, retrying while the
-        database is unreachable.
+        database is unreachable, for up to one lease.
 
         The stage output is in memory and the lease still fences the write, so riding
         out a database restart here saves calling the stage again.
         """
-        deadline = asyncio.get_running_loop().time() + self.settings.worker_lease_seconds
-        failures = 0
-        while True:
-            try:
+        async for attempt in retrying(
+            WRITE_BACKOFF,
+            log=log,
+            message="database unavailable; retrying the write",
+            retry_if=is_database_unavailable,
+            describe=_describe,
+            stop=tenacity.stop_before_delay(self.settings.worker_lease_seconds),
+        ):
+            with attempt:
                 async with self.database.autocommit.connect() as connection:
                     return await step(connection)
-            except (LeaseLost, StopRequested):
-                raise
-            except Exception as error:
-                if not is_database_unavailable(error):
-                    raise
-                failures += 1
-                pause = retry_delay(failures, base=0.2, cap=2.0)
-                if asyncio.get_running_loop().time() + pause > deadline:
-                    raise
-                log.warning(
-                    "database unavailable (%s); retrying the write in %.1fs",
-                    _describe(error),
-                    pause,
-                )
-                await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the last attempt returned or raised")
 
 
 def _stage_name(status: TaskStatus) -> str:
@@ -397,5 +409,6 @@ def is_database_unavailable(error: BaseException) -> bool:
 
 
 def _describe(error: BaseException) -> str:
+    """SQLSTATE or class only: a DBAPIError's text carries the statement and its parameters."""
     sqlstate = getattr(error.orig, "sqlstate", None) if isinstance(error, DBAPIError) else None
     return f"SQLSTATE {sqlstate}" if sqlstate else type(error).__name__

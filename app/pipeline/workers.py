@@ -14,16 +14,16 @@ from app.db.engine import Database
 from app.db.url import asyncpg_dsn
 from app.metrics import Metrics
 from app.pipeline import queue
-from app.pipeline.backoff import retry_delay
 from app.pipeline.clients import StageClients
 from app.pipeline.liveness import OwnerLock
 from app.pipeline.runner import TaskRunner
 from app.pipeline.wakeup import Wakeup
+from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_SECONDS = 600.0
-# A worker that hit an error starts again after this, doubling up to the poll interval.
+# A worker that hit an error starts again after about this, doubling up to the poll interval.
 ERROR_PAUSE_SECONDS = 0.2
 # Handing back the leases at the end must not hold up the exit when the database is away.
 HAND_BACK_SECONDS = 2.0
@@ -148,21 +148,24 @@ class WorkerPool:
 
     async def _work(self) -> None:
         """Claim and run tasks until stopped; no error ends a worker, only cancellation."""
-        failures = 0
+        errors = retrying(
+            Backoff(base=ERROR_PAUSE_SECONDS, cap=self.settings.worker_poll_seconds),
+            log=log,
+            message="worker error; going on",
+            stop=lambda _: self._stopping,
+            sleep=self.wakeup.wait,  # a stop or a new task ends the pause early
+            traceback=True,
+        )
         while not self._stopping:
+            # Returns after each task (the backoff starts afresh); retries after an error.
             try:
-                await self._claim_and_run()
-            except Exception:
-                failures += 1
-                pause = retry_delay(
-                    failures, base=ERROR_PAUSE_SECONDS, cap=self.settings.worker_poll_seconds
-                )
-                log.warning("worker error; going on in %.1fs", pause, exc_info=True)
-                await self.wakeup.wait(pause)
-            else:
-                failures = 0
+                await errors(self._claim_and_run)
+            except Exception:  # raised only once stopping: nothing is retried any more
+                log.warning("worker error while stopping", exc_info=True)
 
     async def _claim_and_run(self) -> None:
+        if self._stopping:  # woken from an error's pause by the stop
+            return
         held = await self.runner.claim()
         if held is None:
             await self._idle()

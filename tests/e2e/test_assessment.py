@@ -55,4 +55,4 @@ async def test_an_unknown_text_fails_with_the_feedback_services_reason(
     row = await wait_terminal(engine, task_id, within=120)
 
     assert row["status"] == "failed"
-    assert row["comment"] == "feedback failed: HTTP 404: Text not found."
+    assert row["comment"] == "feedback failed: the service answered HTTP 404: Text not found."

@@ -57,7 +57,9 @@ async def test_a_detail_with_nul_and_a_lone_surrogate_fails_the_tasks_and_costs_
     for task_id in task_ids:
         row = await wait_terminal(engine, task_id)
         assert row["status"] == "failed"
-        assert row["comment"] == f"transcribing failed: HTTP 400: bad input {CLEANED}"
+        assert row["comment"] == (
+            f"transcribing failed: the service answered HTTP 400: bad input {CLEANED}"
+        )
         last = (await event_log(engine, task_id))[-1]
         assert last["detail"] == row["comment"]
 
@@ -172,7 +174,7 @@ async def test_a_database_outage_while_recording_a_failure_costs_no_worker(
     for task_id in task_ids:
         row = await wait_terminal(engine, task_id)
         assert row["status"] == "failed"
-        assert row["comment"] == "transcribing failed: HTTP 400: fake failure"
+        assert row["comment"] == "transcribing failed: the service answered HTTP 400: fake failure"
     assert await faults_raised(engine) >= 3
 
     fakes.transcribing.always = None
@@ -195,7 +197,7 @@ async def test_a_write_error_nobody_recognises_costs_no_worker(
     row = await wait_terminal(engine, task_id, within=30)
 
     assert row["status"] == "failed"
-    assert row["comment"] == "transcribing failed: HTTP 400: fake failure"
+    assert row["comment"] == "transcribing failed: the service answered HTTP 400: fake failure"
     assert len(fakes.transcribing.calls_for(marker)) == 2
     fakes.transcribing.always = None
     await assert_all_workers_live(client)

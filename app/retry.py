@@ -1,0 +1,90 @@
+"""The service's one retry policy: exponential backoff with jitter, base and cap.
+
+Every loop that waits out a fault uses it: the pipeline's database writes, a worker
+after an error, the LISTEN connection, the event hub's reader and the liveness lock.
+tenacity runs those loops (attempt counting, when to stop, which errors to retry, the
+sleep, the log line before it); `Backoff` is the wait between attempts. The retry of a
+failed *stage* does not sleep in a loop: the task is released with a not-before time
+computed by `Backoff.delay`, the same formula as a pure function, so any worker (of any
+process) takes it up when it falls due.
+
+Half of each step is fixed and half random ("equal jitter"): many tasks or processes
+that failed together do not retry in lockstep, and no wait is shorter than half the
+step, so a fault that lasts does not get hammered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import tenacity
+from tenacity import AsyncRetrying, RetryCallState
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Wait `base`·2ⁿ⁻¹ seconds before try n + 1, at most `cap`, half of it random."""
+
+    base: float
+    cap: float
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the `attempt`-th failure (1 for the first)."""
+        step: float = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        return step / 2 + (rng or random).uniform(0, step / 2)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        """tenacity's wait strategy."""
+        return self.delay(retry_state.attempt_number)
+
+
+def retrying(
+    backoff: Backoff,
+    *,
+    log: logging.Logger,
+    message: str,
+    retry_if: Callable[[BaseException], bool] = lambda _: True,
+    stop: tenacity.stop.stop_base | Callable[[RetryCallState], bool] = tenacity.stop_never,
+    sleep: Callable[[float], Awaitable[object]] | None = None,
+    traceback: bool = False,
+    describe: Callable[[BaseException], str] | None = None,
+) -> AsyncRetrying:
+    """Retry an async call under `backoff` until it succeeds or `stop` says so.
+
+    Errors `retry_if` rejects, and the last one once `stop` holds, are raised as they
+    are. Before each sleep one warning is logged: `message`, the error, the pause.
+    Cancellation is never retried: it is not an `Exception`.
+    """
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        pause = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            "%s (%s); retrying in %.1fs",
+            message,
+            "no error" if error is None else (describe or _describe)(error),
+            pause,
+            exc_info=error if traceback and error is not None else None,
+        )
+
+    options: dict[str, object] = {}
+    if sleep is not None:
+        options["sleep"] = sleep
+    return AsyncRetrying(
+        wait=backoff,
+        stop=stop,
+        retry=tenacity.retry_if_exception(
+            lambda error: isinstance(error, Exception) and retry_if(error)
+        ),
+        before_sleep=before_sleep,
+        reraise=True,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

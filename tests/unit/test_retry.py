@@ -1,0 +1,78 @@
+"""The one retry policy: its waits, and the loops tenacity runs with it."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from app.retry import Backoff, retrying
+
+log = logging.getLogger("tests.retry")
+
+
+def test_each_wait_is_half_fixed_half_random_and_capped() -> None:
+    backoff = Backoff(base=1.0, cap=8.0)
+    rng = random.Random(7)
+    for attempt, step in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        waits = [backoff.delay(attempt, rng) for _ in range(200)]
+        assert all(step / 2 <= wait <= step for wait in waits)
+        assert max(waits) - min(waits) > step / 4  # jittered, not lockstep
+
+
+async def test_a_failing_call_is_retried_until_it_succeeds() -> None:
+    calls: list[float] = []
+    pauses: list[float] = []
+
+    async def flaky() -> str:
+        calls.append(0)
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return "up"
+
+    async def record(pause: float) -> None:
+        pauses.append(pause)
+
+    policy = retrying(Backoff(base=0.1, cap=0.4), log=log, message="flaky", sleep=record)
+
+    assert await policy(flaky) == "up"
+    assert len(calls) == 3
+    assert 0.05 <= pauses[0] <= 0.1
+    assert 0.1 <= pauses[1] <= 0.2
+
+
+async def test_an_error_it_does_not_retry_and_the_last_one_are_raised_as_they_are() -> None:
+    async def broken() -> None:
+        raise KeyError("bug")
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    not_retried = retrying(
+        Backoff(base=0.1, cap=0.1),
+        log=log,
+        message="x",
+        retry_if=lambda error: isinstance(error, ConnectionError),
+        sleep=no_sleep,
+    )
+    with pytest.raises(KeyError):
+        await not_retried(broken)
+
+    attempts = 0
+
+    async def down() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError("down")
+
+    stopped = retrying(
+        Backoff(base=0.1, cap=0.1),
+        log=log,
+        message="x",
+        stop=lambda state: state.attempt_number >= 2,
+        sleep=no_sleep,
+    )
+    with pytest.raises(ConnectionError):
+        await stopped(down)
+    assert attempts == 2
