@@ -113,13 +113,6 @@ async def read_task(
     task, timings = await service.get_task_with_stages(session, user_id, task_id)
     resource = TaskResource.model_validate(task)
     resource.stages = [
-        StageReport(
-            stage=timing.stage,
-            started_at=timing.started_at,
-            finished_at=timing.finished_at,
-            duration_seconds=timing.duration_seconds,
-            attempts=timing.attempts,
-        )
-        for timing in timings
+        StageReport.model_validate(timing, from_attributes=True) for timing in timings
     ]
     return resource
