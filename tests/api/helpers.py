@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 PCM_SAMPLE = b"\x01\x00\x02\x00" * 2048  # a few milliseconds of s16le stereo
 
@@ -53,3 +55,41 @@ async def _upload(
 
 def user_body(user_id: uuid.UUID) -> dict[str, Any]:
     return {"user_id": str(user_id)}
+
+
+async def call_without_body(
+    app: FastAPI,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    client_host: str = "127.0.0.1",
+    content_length: int = 20 * 1024 * 1024,
+) -> tuple[int, int]:
+    """Send only headers; returns (status, how many times the app asked for the body)."""
+    reads: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": (client_host, 1),
+        "headers": [(b"content-length", str(content_length).encode()), *headers],
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return sent[0]["status"], len(reads)

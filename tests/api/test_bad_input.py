@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from tests.api.helpers import PCM_SAMPLE
+from tests.api.helpers import PCM_SAMPLE, call_without_body
 from tests.conftest import count_rows, make_settings
 
 USER = str(uuid.uuid4())
@@ -152,39 +152,16 @@ async def test_a_declared_oversized_body_is_refused_before_it_is_read(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     """The body is never consumed: the app answers from the Content-Length header alone."""
-    received: list[int] = []
+    status, reads = await call_without_body(
+        app,
+        "/transcribe",
+        [(b"content-type", b"multipart/form-data; boundary=xyz")],
+        client_host="test",
+        content_length=50 * 1024 * 1024,
+    )
 
-    async def receive() -> dict[str, Any]:
-        received.append(1)
-        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(dict(message))
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "path": "/transcribe",
-        "raw_path": b"/transcribe",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "server": ("test", 80),
-        "client": ("test", 1),
-        "headers": [
-            (b"content-type", b"multipart/form-data; boundary=xyz"),
-            (b"content-length", str(50 * 1024 * 1024).encode()),
-        ],
-        "state": {},
-    }
-    await app(scope, receive, send)
-
-    assert sent[0]["status"] == 413
-    assert received == []
+    assert status == 413
+    assert reads == 0
 
 
 async def test_legacy_reads_refuse_malformed_bodies(client: httpx.AsyncClient) -> None:

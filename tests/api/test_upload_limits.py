@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -12,45 +11,11 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from tests.api.helpers import PCM_SAMPLE
+from tests.api.helpers import PCM_SAMPLE, call_without_body
 from tests.conftest import count_rows, make_settings
 
 USER = str(uuid.uuid4())
 MULTIPART = b"multipart/form-data; boundary=xyz"
-
-
-async def call_without_body(
-    app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], client_host: str = "127.0.0.1"
-) -> tuple[int, int]:
-    """Send only headers; returns (status, how many times the app asked for the body)."""
-    reads: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        reads.append(1)
-        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(dict(message))
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "server": ("test", 80),
-        "client": (client_host, 1),
-        "headers": [(b"content-length", str(20 * 1024 * 1024).encode()), *headers],
-        "state": {},
-    }
-    await app(scope, receive, send)
-    return sent[0]["status"], len(reads)
 
 
 @pytest.mark.parametrize(
