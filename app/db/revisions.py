@@ -16,6 +16,9 @@ import asyncpg
 
 VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 
+# A server that does not answer by then is left to Alembic, which reports it as before.
+CONNECT_SECONDS = 10.0
+
 # The files Alembic reads as revisions (its own pattern for source-only directories).
 _SCRIPT_NAME = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
 
@@ -75,9 +78,9 @@ def repository_head(versions: Path = VERSIONS) -> str | None:
     return heads.pop() if len(heads) == 1 else None
 
 
-async def recorded_revisions(dsn: str, *, timeout: float = 10.0) -> list[str]:
+async def recorded_revisions(dsn: str) -> list[str]:
     """The rows of `alembic_version` (none when the table does not exist yet)."""
-    connection = await asyncpg.connect(dsn, timeout=timeout)
+    connection = await asyncpg.connect(dsn, timeout=CONNECT_SECONDS)
     try:
         if await connection.fetchval("SELECT to_regclass('alembic_version')") is None:
             return []
