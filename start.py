@@ -29,8 +29,10 @@ def main() -> int:
         print(f"ilps-task-manager: {error}", file=sys.stderr)
         return 2
     # An embedded server (debug mode, no host) is started and migrated by the lifespan.
-    head = None if settings.uses_embedded_database else upgrade_at_start(
-        configured_database_url(settings)
+    head = (
+        None
+        if settings.uses_embedded_database
+        else upgrade_at_start(configured_database_url(settings))
     )
     configure_logging(
         json_format=settings.logs_as_json,

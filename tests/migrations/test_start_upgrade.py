@@ -39,9 +39,7 @@ def _environment(postgres: SessionPostgres, url: URL) -> dict[str, str]:
     return environment
 
 
-def _run(
-    postgres: SessionPostgres, url: URL, *command: str
-) -> subprocess.CompletedProcess[str]:
+def _run(postgres: SessionPostgres, url: URL, *command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *command],
         cwd=PROJECT_ROOT,
