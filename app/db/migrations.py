@@ -7,6 +7,7 @@ already at head never loads it (`upgrade_at_start`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def alembic_config(url: URL | None = None) -> Config:
     return config
 
 
+@functools.cache  # the scripts do not change under a running process; readiness asks often
 def head_revision() -> str | None:
     """The newest migration in the repository (Alembic's reading when the plain one fails)."""
     head = repository_head()
