@@ -92,18 +92,20 @@ def health_answers(port: int) -> bool:
 
 
 def child_environment(
-    database_environment: Mapping[str, str], cache: Path | None
+    database_environment: Mapping[str, str], cache: Path, *, write_bytecode: bool
 ) -> dict[str, str]:
+    """Production settings; bytecode only from (and to) `cache`, whatever lies in the trees."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MANAGER_")}
     environment["PATH"] = (
         f"{Path(sys.executable).parent}:{environment.get('PATH', '/usr/bin:/bin')}"
     )
-    if cache is not None:
+    # With a prefix Python reads bytecode there only: an empty one it never fills means
+    # every module is compiled at every start.
+    environment["PYTHONPYCACHEPREFIX"] = str(cache)
+    if write_bytecode:
         environment.pop("PYTHONDONTWRITEBYTECODE", None)
-        environment["PYTHONPYCACHEPREFIX"] = str(cache)
     else:
         environment["PYTHONDONTWRITEBYTECODE"] = "1"
-        environment.pop("PYTHONPYCACHEPREFIX", None)
     environment.update(database_environment)
     environment.update({"MANAGER_DEBUG_MODE": "false", "MANAGER_HOST": "127.0.0.1"})
     for stage in ("PREPROCESSING", "TRANSCRIBING", "FEEDBACK"):
@@ -197,24 +199,25 @@ async def run(args: argparse.Namespace) -> None:
     trees = [
         Tree(f"--source {path}", path.resolve(), image_command(path)) for path in args.source
     ] + [Tree("this checkout", ROOT, image_command(ROOT))]
-    cache = None if args.no_bytecode_cache else Path(tempfile.mkdtemp(prefix="ilps-bench-pyc-"))
+    cache = Path(tempfile.mkdtemp(prefix="ilps-bench-pyc-"))
     try:
         with log_directory("startup") as logs:
             await measure(args, trees, cache, logs, report)
     finally:
-        if cache is not None:
-            shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 async def measure(
-    args: argparse.Namespace, trees: Sequence[Tree], cache: Path | None, logs: Path, report: Report
+    args: argparse.Namespace, trees: Sequence[Tree], cache: Path, logs: Path, report: Report
 ) -> None:
     at_head: dict[str, list[dict[str, float]]] = {tree.label: [] for tree in trees}
     empty: dict[str, list[dict[str, float]]] = {tree.label: [] for tree in trees}
     imports: dict[str, list[dict[str, Any]]] = {tree.label: [] for tree in trees}
     async with bench_database(args, "ilps_bench_startup") as database:
         machine = await machine_info(database)
-        environment = child_environment(database.environment(), cache)
+        environment = child_environment(
+            database.environment(), cache, write_bytecode=not args.no_bytecode_cache
+        )
         for tree in trees:  # fills the bytecode cache, as the image's build does
             await asyncio.to_thread(one_start, tree, environment, logs / "warm-up.log")
         machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
@@ -296,7 +299,7 @@ async def measure(
         {
             "machine": machine,
             "runs": args.runs,
-            "bytecode_cache": cache is not None,
+            "bytecode_cache": not args.no_bytecode_cache,
             "trees": figures,
         }
     )
