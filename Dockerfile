@@ -97,7 +97,7 @@ COPY alembic.ini start.py ./
 COPY migrations ./migrations
 COPY app ./app
 # Bytecode compiled now: the unprivileged user cannot write it, and compiling every
-# module at each start (twice: alembic, then the service) slows the way to `healthy`.
+# module at each start slows the way to `healthy`.
 RUN python -m compileall -q app migrations
 USER 10001:10001
 EXPOSE 8064
@@ -107,6 +107,7 @@ HEALTHCHECK --interval=10s --timeout=5s --retries=10 \
 # uvicorn stops on SIGTERM: streams end, workers finish their stage within
 # MANAGER_SHUTDOWN_GRACE_SECONDS and hand unfinished tasks back.
 STOPSIGNAL SIGTERM
-# As the seed does: migrate, then serve; `exec` replaces the shell with Python,
-# so the stop signal reaches uvicorn itself.
-CMD ["sh", "-c", "alembic upgrade head && exec python start.py"]
+# Migrate, then serve, as the seed's `alembic upgrade head && python start.py` did, in
+# one interpreter: start.py runs Alembic's upgrade itself, and skips it when the database
+# is already at head. Python is PID 1, so the stop signal reaches uvicorn itself.
+CMD ["python", "start.py"]

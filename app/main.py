@@ -17,11 +17,8 @@ from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.api.request_observer import RequestObserver
 from app.config import STAGES, Settings, StageName, load_settings
-from app.db.embedded import start_embedded_postgres
 from app.db.engine import create_database
-from app.db.migrations import upgrade_to_head
 from app.db.url import asyncpg_dsn, configured_database_url
-from app.demo import routes as demo
 from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
 from app.metrics import create_metrics
@@ -47,6 +44,10 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> URL:
     """The configured server, or an embedded one (debug mode, no host) migrated to head."""
     if not settings.uses_embedded_database:
         return configured_database_url(settings)
+    # Debug mode only: the serving process in production never loads these.
+    from app.db.embedded import start_embedded_postgres
+    from app.db.migrations import upgrade_to_head
+
     embedded = await asyncio.to_thread(
         start_embedded_postgres, settings.db_embedded_data_dir, settings.db_postgres_name
     )
@@ -158,6 +159,8 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
     app.include_router(resources.router)
     app.include_router(streams.router)
     if settings.debug_mode:
+        from app.demo import routes as demo  # the demo page exists in debug mode only
+
         app.include_router(demo.router)
     app.include_router(legacy.router)
     return app

@@ -1,15 +1,26 @@
-"""Apply the Alembic migrations from code (start-up, tests) with the same scripts as the CLI."""
+"""Apply the Alembic migrations from code (start-up, tests) with the same scripts as the CLI.
+
+Alembic is imported by the functions that use it, not here: a service whose database is
+already at head never loads it (`upgrade_at_start`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.revisions import recorded_revisions, repository_head
+from app.db.url import asyncpg_dsn
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +31,8 @@ ORIGINAL_REVISION = "c7e1b585e358"
 
 def alembic_config(url: URL | None = None) -> Config:
     """The project's `alembic.ini`, optionally pointed at another database."""
+    from alembic.config import Config
+
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     if url is not None:
@@ -29,8 +42,14 @@ def alembic_config(url: URL | None = None) -> Config:
     return config
 
 
+@functools.cache  # the scripts do not change under a running process; readiness asks often
 def head_revision() -> str | None:
-    """The newest migration in the repository."""
+    """The newest migration in the repository (Alembic's reading when the plain one fails)."""
+    head = repository_head()
+    if head is not None:
+        return head
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -42,13 +61,56 @@ async def current_revision(session: AsyncSession) -> str | None:
 
 async def upgrade_to_head(url: URL) -> None:
     """`alembic upgrade head` against `url`; Alembic's async env runs its own loop, so thread it."""
+    from alembic import command
+
     await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
 
 
 async def downgrade_to_base(url: URL) -> None:
+    from alembic import command
+
     await asyncio.to_thread(command.downgrade, alembic_config(url), "base")
 
 
 async def downgrade_to(url: URL, revision: str) -> None:
     """`alembic downgrade <revision>`, e.g. `ORIGINAL_REVISION` to hand the database back."""
+    from alembic import command
+
     await asyncio.to_thread(command.downgrade, alembic_config(url), revision)
+
+
+def _already_at_head(url: URL) -> str | None:
+    """The head when the database provably records it alone, else None (also on any error:
+    then Alembic connects itself and reports the failure in its own words)."""
+    head = repository_head()
+    if head is None:
+        return None
+    try:
+        recorded = asyncio.run(recorded_revisions(asyncpg_dsn(url)))
+    except Exception:  # any doubt means: let Alembic decide
+        return None
+    return head if recorded == [head] else None
+
+
+def upgrade_at_start(url: URL) -> str | None:
+    """`alembic upgrade head`, as the image ran it before the service, in this interpreter.
+
+    `url` is the configured server's (the one the environment's settings name, which
+    Alembic's env.py reads again). When `alembic_version` holds exactly the repository's
+    head, the upgrade would change nothing, and Alembic is not loaded: returns that head.
+    Otherwise runs Alembic's own command line (`alembic upgrade head`): the same logging,
+    the same refusal of the original's older revisions (one `FAILED:` line, exit status
+    255 through SystemExit), the same takeover; returns None.
+    """
+    head = _already_at_head(url)
+    if head is not None:
+        return head
+    from alembic.config import main as alembic_main
+
+    alembic_main(argv=["-c", str(PROJECT_ROOT / "alembic.ini"), "upgrade", "head"], prog="alembic")
+    # env.py configured logging from alembic.ini (as the command line does); the service
+    # configures its own next, and alembic's levels must not outlive the upgrade.
+    for name in ("alembic", "alembic.util.messaging"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    sys.stderr.flush()
+    return None
