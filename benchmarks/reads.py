@@ -216,15 +216,23 @@ def summarise(rounds: Sequence[dict[str, LoadResult]]) -> dict[str, Any]:
 
 
 def _frame_name(frame: str) -> str:
-    """`function (/long/path/module.py:123)` -> `function (module.py)`."""
-    function, _, where = frame.partition(" (")
-    return f"{function} ({where.rsplit('/', 1)[-1].split(':')[0]})"
+    """`function (package/module.py:123)` -> `function (package/module.py)`."""
+    return frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") else frame
+
+
+def _package(frame: str) -> str:
+    """The package a frame's code belongs to (py-spy names files from their package)."""
+    path = frame.partition(" (")[2].rsplit(":", 1)[0]
+    return path.split("/", 1)[0] if "/" in path else path
 
 
 def profile_top(raw_path: Path, count: int = 15) -> dict[str, list[tuple[str, float]]]:
-    """The functions with most samples in py-spy's collapsed stacks: own and inclusive."""
+    """From py-spy's collapsed stacks: the functions and the packages with most own samples.
+
+    Shares are of all samples, idle ones (the loop waiting in `select`) included.
+    """
     own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
+    by_package: Counter[str] = Counter()
     total = 0
     for line in raw_path.read_text().splitlines():
         stack, _, samples_text = line.rpartition(" ")
@@ -232,14 +240,13 @@ def profile_top(raw_path: Path, count: int = 15) -> dict[str, list[tuple[str, fl
             continue
         samples = int(samples_text)
         total += samples
-        frames = [_frame_name(frame) for frame in stack.split(";")]
-        own[frames[-1]] += samples
-        for frame in set(frames):
-            inclusive[frame] += samples
+        leaf = stack.rsplit(";", 1)[-1]
+        own[_frame_name(leaf)] += samples
+        by_package[_package(leaf)] += samples
     share = 100 / max(total, 1)
     return {
         "own": [(name, round(n * share, 1)) for name, n in own.most_common(count)],
-        "inclusive": [(name, round(n * share, 1)) for name, n in inclusive.most_common(count)],
+        "by_package": [(name, round(n * share, 1)) for name, n in by_package.most_common(count)],
     }
 
 
@@ -352,10 +359,10 @@ def print_report(report: Report, args: argparse.Namespace, results: dict[str, An
     for stack, summary in results.items():
         for kind, top in summary.get("profile", {}).items():
             report.table(
-                f"py-spy, {stack}, {kind}: % of samples (own | inclusive)",
-                ["own", "%", "inclusive", "%"],
-                [[own[0], own[1], inc[0], inc[1]]
-                 for own, inc in zip(top["own"], top["inclusive"], strict=False)],
+                f"py-spy, {stack}, {kind}: % of samples spent in a function / a package's code",
+                ["function", "%", "package", "%"],
+                [[own[0], own[1], package[0], package[1]]
+                 for own, package in zip(top["own"], top["by_package"], strict=False)],
             )  # fmt: skip
 
 
