@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api.identity import require_trusted_client, resolve_caller
 from app.config import Settings
@@ -53,6 +53,17 @@ async def autocommit_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]
 
 
 ReadSessionDep = Annotated[AsyncSession, Depends(autocommit_session, scope="function")]
+
+
+async def autocommit_connection(runtime: RuntimeDep) -> AsyncIterator[AsyncConnection]:
+    """For the lists: a pooled connection without the session, which they do not use
+    (no ORM objects), and without BEGIN and COMMIT; back in the pool before the body is sent.
+    """
+    async with runtime.database.autocommit.connect() as connection:
+        yield connection
+
+
+ReadConnectionDep = Annotated[AsyncConnection, Depends(autocommit_connection, scope="function")]
 
 
 ForwardedUserId = Annotated[
