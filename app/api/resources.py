@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.api.deps import ReadConnectionDep, ReadSessionDep, RuntimeDep, SessionDep, UserIdDep
+from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep, UserIdDep, read_connection
 from app.api.listing import JSONBytes, task_page_body
 from app.api.schemas import (
     UNAUTHENTICATED,
@@ -71,7 +71,7 @@ async def create_task(
     responses={400: {"model": ErrorResponse, "description": "The cursor is not valid."}},
 )
 async def list_tasks(
-    connection: ReadConnectionDep,
+    runtime: RuntimeDep,
     user_id: UserIdDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[
@@ -82,9 +82,10 @@ async def list_tasks(
     ] = None,
 ) -> JSONBytes:
     """The body is written from the rows, not validated through the model (app/api/listing.py)."""
-    page = await service.list_tasks_page(
-        connection, user_id, limit=limit, cursor=cursor, status=status_filter
-    )
+    async with read_connection(runtime) as connection:
+        page = await service.list_tasks_page(
+            connection, user_id, limit=limit, cursor=cursor, status=status_filter
+        )
     return JSONBytes(task_page_body(page.tasks, page.next_cursor))
 
 
