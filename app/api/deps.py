@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api.identity import require_trusted_client, resolve_caller
 from app.config import Settings
@@ -53,6 +54,17 @@ async def autocommit_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]
 
 
 ReadSessionDep = Annotated[AsyncSession, Depends(autocommit_session, scope="function")]
+
+
+def read_connection(runtime: Runtime) -> AbstractAsyncContextManager[AsyncConnection]:
+    """For the lists: a pooled connection in autocommit, without a session (they build no
+    ORM objects), to use as `async with read_connection(runtime) as connection:`.
+
+    Opened in the route, not as a yield dependency: FastAPI's machinery around one (an
+    exit stack, a shielded context manager) cost a tenth of a page's CPU. It is back in
+    the pool before the body is encoded.
+    """
+    return runtime.database.autocommit.connect()
 
 
 ForwardedUserId = Annotated[

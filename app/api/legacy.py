@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Form
 
-from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep
+from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep, read_connection
+from app.api.listing import JSONBytes, legacy_list_body
 from app.api.schemas import (
     ErrorResponse,
     LegacyCreatedResponse,
@@ -61,9 +62,11 @@ async def transcribe(
     response_model=list[LegacyTaskSummary],
     summary="List the user's tasks, newest first (legacy)",
 )
-async def list_tasks(session: ReadSessionDep, body: UserBody) -> list[LegacyTaskSummary]:
-    tasks = await service.list_all_tasks(session, body.user_id)
-    return [LegacyTaskSummary.model_validate(task) for task in tasks]
+async def list_tasks(runtime: RuntimeDep, body: UserBody) -> JSONBytes:
+    """The body is written from the rows, not validated through the model (app/api/listing.py)."""
+    async with read_connection(runtime) as connection:
+        rows = await service.list_all_tasks(connection, body.user_id)
+    return JSONBytes(legacy_list_body(rows))
 
 
 @router.post(

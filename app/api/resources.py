@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep, UserIdDep
+from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep, UserIdDep, read_connection
+from app.api.listing import JSONBytes, task_page_body
 from app.api.schemas import (
     UNAUTHENTICATED,
     ErrorResponse,
     StageReport,
     TaskPageResponse,
     TaskResource,
-    TaskSummary,
 )
 from app.api.upload_route import ResourceRoute
 from app.api.uploads import (
@@ -71,7 +71,7 @@ async def create_task(
     responses={400: {"model": ErrorResponse, "description": "The cursor is not valid."}},
 )
 async def list_tasks(
-    session: ReadSessionDep,
+    runtime: RuntimeDep,
     user_id: UserIdDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[
@@ -80,14 +80,13 @@ async def list_tasks(
     status_filter: Annotated[
         TaskStatus | None, Query(alias="status", description="Only tasks in this status.")
     ] = None,
-) -> TaskPageResponse:
-    page = await service.list_tasks_page(
-        session, user_id, limit=limit, cursor=cursor, status=status_filter
-    )
-    return TaskPageResponse(
-        items=[TaskSummary.model_validate(task) for task in page.tasks],
-        next_cursor=page.next_cursor,
-    )
+) -> JSONBytes:
+    """The body is written from the rows, not validated through the model (app/api/listing.py)."""
+    async with read_connection(runtime) as connection:
+        page = await service.list_tasks_page(
+            connection, user_id, limit=limit, cursor=cursor, status=status_filter
+        )
+    return JSONBytes(task_page_body(page.tasks, page.next_cursor))
 
 
 @router.delete(

@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.history import EventRecord, append_event, list_events, notify_deleted
 from app.db.models import Task
@@ -54,7 +54,7 @@ class CreatedTask:
 
 @dataclass(frozen=True)
 class TaskPage:
-    tasks: list[Row[Any]]  # the columns of `repository.LIST_COLUMNS`
+    tasks: Sequence[Any]  # driver rows holding `repository.PAGE_COLUMNS`
     next_cursor: str | None
 
 
@@ -116,13 +116,18 @@ async def get_task_with_stages(
     return task, stage_timings(await list_events(session, task.id))
 
 
-async def list_all_tasks(session: AsyncSession, user_id: uuid.UUID) -> list[Row[Any]]:
-    """Every task of the user, newest first (the legacy list has no pagination)."""
-    return await repository.list_user_tasks(session, user_id, limit=None)
+async def list_all_tasks(connection: AsyncConnection, user_id: uuid.UUID) -> Sequence[Any]:
+    """Every task of the user, newest first (the legacy list has no pagination).
+
+    The rows hold `repository.LEGACY_LIST_COLUMNS`, UUIDs as text.
+    """
+    return await repository.list_user_tasks(
+        connection, user_id, columns=repository.LEGACY_LIST_COLUMNS, limit=None
+    )
 
 
 async def list_tasks_page(
-    session: AsyncSession,
+    connection: AsyncConnection,
     user_id: uuid.UUID,
     *,
     limit: int,
@@ -132,12 +137,19 @@ async def list_tasks_page(
     """One page of the user's tasks, newest first, continuing after `cursor`."""
     after = decode_cursor(cursor) if cursor else None
     rows = await repository.list_user_tasks(
-        session, user_id, limit=limit + 1, after=after, status=status
+        connection,
+        user_id,
+        columns=repository.PAGE_COLUMNS,
+        limit=limit + 1,
+        after=after,
+        status=status.value if status is not None else None,
     )
     tasks = rows[:limit]
     has_more = len(rows) > limit
     next_cursor = (
-        encode_cursor(PageCursor(tasks[-1].created_at, tasks[-1].id)) if has_more else None
+        encode_cursor(PageCursor(tasks[-1]["created_at"], uuid.UUID(tasks[-1]["id"])))
+        if has_more
+        else None
     )
     return TaskPage(tasks=tasks, next_cursor=next_cursor)
 
