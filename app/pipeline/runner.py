@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 import tenacity
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.db.engine import Database
@@ -96,13 +96,14 @@ class TaskRunner:
     # ---------------------------------------------------------------- claiming
 
     async def claim(self) -> HeldTask | None:
-        """Claim the next task, then enter its first unfinished stage."""
-        async with self.database.engine.begin() as connection:
+        """Claim the next task, moved into its first unfinished stage by the claim itself."""
+        async with self.database.driver() as connection:
             task = await queue.claim_next_task(
                 connection,
                 owner=self.owner,
                 lease_seconds=self.settings.worker_lease_seconds,
                 per_user=self.settings.max_active_tasks_per_user,
+                max_claims=self.settings.pipeline_max_claims,
             )
         if task is None:
             return None
@@ -116,52 +117,24 @@ class TaskRunner:
                     lambda connection: queue.release_lease(connection, claimed.id, owner=self.owner)
                 )
             raise
-        held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
-        try:
-            if task.claim_count >= self.settings.pipeline_max_claims:
-                # So many holders vanished mid-task (crash, kill) that it will not finish.
-                comment = f"abandoned after {task.claim_count} interrupted attempts"
-                if await self._write(
-                    lambda connection: queue.fail_task(
-                        connection, task.id, owner=self.owner, comment=comment
-                    )
-                ):
-                    self._finished(task, TaskStatus.FAILED)
-                return None
-            await self._enter_first_stage(held)
-        except LeaseLost:  # deleted between the claim and now
+        if task.claim_count >= self.settings.pipeline_max_claims:
+            # So many holders vanished mid-task (crash, kill) that it will not finish.
+            comment = f"abandoned after {task.claim_count} interrupted attempts"
+            if await self._write(
+                lambda connection: queue.fail_task(
+                    connection, task.id, owner=self.owner, comment=comment
+                )
+            ):
+                self._finished(task, TaskStatus.FAILED)
             return None
-        return held
-
-    async def _enter_first_stage(self, held: HeldTask) -> None:
-        task = held.task
-        if held.status is TaskStatus.CREATED:
-            await self._advance(held, TaskStatus.STARTED)
-        if not task.has_preprocessed_audio:
-            await self._advance(held, TaskStatus.PREPROCESSING)
+        held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
+        if task.status is TaskStatus.PREPROCESSING:
             held.pcm = task.audio
-        elif task.result is None:
-            await self._advance(held, TaskStatus.TRANSCRIBING)
+        elif task.status is TaskStatus.TRANSCRIBING:
             held.wav = task.audio
         else:
-            await self._advance(held, TaskStatus.EVALUATING)
             held.transcription = task.result
-
-    async def _advance(self, held: HeldTask, status: TaskStatus) -> None:
-        if held.status is status:
-            return  # resumed in the stage it was in: no repeated transition
-        moved = await self._write(
-            lambda connection: queue.advance_status(
-                connection,
-                held.task.id,
-                owner=self.owner,
-                status=status,
-                stage_attempts=held.attempts,
-            )
-        )
-        if not moved:
-            raise LeaseLost()
-        held.status = status
+        return held
 
     # ------------------------------------------------------------------ stages
 
@@ -265,7 +238,7 @@ class TaskRunner:
         self,
         held: HeldTask,
         next_status: TaskStatus,
-        store: Callable[[AsyncConnection], Awaitable[bool]],
+        store: Callable[[asyncpg.Connection], Awaitable[bool]],
     ) -> None:
         """Store a stage's output and move to the next status, in one statement."""
         if not await self._write(store):
@@ -299,7 +272,7 @@ class TaskRunner:
             if given_up.is_set():
                 return
             try:
-                async with self.database.autocommit.connect() as connection:
+                async with self.database.driver() as connection:
                     renewed = await queue.renew_lease(
                         connection,
                         task.id,
@@ -360,7 +333,7 @@ class TaskRunner:
         age = (datetime.now(UTC) - task.created_at).total_seconds()
         self.metrics.task_duration.labels(status.value).observe(max(age, 0.0))
 
-    async def _write(self, step: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _write(self, step: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `step` (one statement) on an autocommit connection, retrying while the
         database is unreachable, for up to one lease.
 
@@ -376,7 +349,7 @@ class TaskRunner:
             stop=tenacity.stop_before_delay(self.settings.worker_lease_seconds),
         ):
             with attempt:
-                async with self.database.autocommit.connect() as connection:
+                async with self.database.driver() as connection:
                     return await step(connection)
         raise AssertionError("unreachable: the last attempt returned or raised")
 
@@ -397,6 +370,12 @@ def is_database_unavailable(error: BaseException) -> bool:
     """Would the same statement likely succeed a little later? (restart, full, pool)."""
     if isinstance(error, PoolTimeout | TimeoutError | OSError | ConnectionError):
         return True
+    if isinstance(error, asyncpg.PostgresError):  # raised on `Database.driver()` connections
+        sqlstate = error.sqlstate or ""
+        return sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _RETRYABLE_CODES
+    if isinstance(error, asyncpg.InterfaceError):
+        # E.g. ConnectionDoesNotExistError: the connection closed in the middle of the operation.
+        return "connection" in str(error).lower()
     if isinstance(error, DBAPIError):
         if error.connection_invalidated or isinstance(error.orig, OSError):
             return True
@@ -410,5 +389,10 @@ def is_database_unavailable(error: BaseException) -> bool:
 
 def _describe(error: BaseException) -> str:
     """SQLSTATE or class only: a DBAPIError's text carries the statement and its parameters."""
-    sqlstate = getattr(error.orig, "sqlstate", None) if isinstance(error, DBAPIError) else None
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None)
+    else:
+        sqlstate = (
+            getattr(error, "sqlstate", None) if isinstance(error, asyncpg.PostgresError) else None
+        )
     return f"SQLSTATE {sqlstate}" if sqlstate else type(error).__name__

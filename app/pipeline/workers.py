@@ -134,7 +134,7 @@ class WorkerPool:
             await asyncio.gather(*self._workers, return_exceptions=True)
         try:
             async with asyncio.timeout(HAND_BACK_SECONDS):
-                async with self.database.autocommit.connect() as connection:
+                async with self.database.driver() as connection:
                     released = await queue.release_all_leases(connection, owner=self.owner)
             if released:
                 log.info("handed back %d unfinished task(s) for another process", released)
@@ -180,7 +180,7 @@ class WorkerPool:
         """Sleep until woken, until the next retry falls due, or the poll interval passes."""
         timeout = self.settings.worker_poll_seconds
         with contextlib.suppress(Exception):
-            async with self.database.autocommit.connect() as connection:
+            async with self.database.driver() as connection:
                 due = await queue.seconds_until_next_due(connection)
             if due is not None:
                 timeout = min(timeout, max(due, 0.05))

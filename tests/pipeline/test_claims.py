@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -85,16 +86,28 @@ async def lease_oldest(
         return [row[0] for row in rows]
 
 
-async def claim(engine: AsyncEngine, owner: str, per_user: int = 2) -> queue.ClaimedTask | None:
-    async with engine.begin() as connection:
+async def driver(connection: AsyncConnection) -> asyncpg.Connection:
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    return raw
+
+
+async def claim(
+    engine: AsyncEngine, owner: str, per_user: int = 2, max_claims: int = 5
+) -> queue.ClaimedTask | None:
+    async with engine.connect() as connection:
         return await queue.claim_next_task(
-            connection, owner=owner, lease_seconds=30, per_user=per_user
+            await driver(connection),
+            owner=owner,
+            lease_seconds=30,
+            per_user=per_user,
+            max_claims=max_claims,
         )
 
 
 async def claim_buffers(connection: AsyncConnection, owner: str) -> int:
     """Shared buffers the claim statement touches (EXPLAIN ANALYZE, rolled back)."""
-    params: dict[str, Any] = {"owner": owner, "lease": 30, "per_user": 2}
+    params: dict[str, Any] = {"owner": owner, "lease": 30, "per_user": 2, "max_claims": 5}
     compiled = queue._CLAIM.bindparams(**params).compile(
         compile_kwargs={"literal_binds": True}, dialect=connection.dialect
     )
@@ -217,7 +230,9 @@ async def test_renewing_without_the_lock_does_not_restamp_the_lease(
 
     async def renew_and_read() -> tuple[bool, Any]:
         async with engine.connect() as connection:
-            renewed = await queue.renew_lease(connection, task_id, owner="me", lease_seconds=30)
+            renewed = await queue.renew_lease(
+                await driver(connection), task_id, owner="me", lease_seconds=30
+            )
             await connection.commit()
             stamped = await connection.scalar(
                 text("SELECT leased_at > now() - interval '1 minute' FROM tasks WHERE id = :id"),
@@ -290,7 +305,7 @@ async def test_finished_tasks_cost_the_claim_nothing_under_a_generic_plan(
             async with raw.transaction():  # the claim runs, then is rolled back
                 await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 plan = await raw.fetchval(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE generic_claim('me', 30, 2)"
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE generic_claim('me', 30, 5, 2)"
                 )
                 raise _RolledBack
         except _RolledBack:
