@@ -11,13 +11,14 @@ import asyncpg
 from sqlalchemy import URL, ClauseElement
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
 
 # A pooled connection found closed (the server restarted, the socket dropped) is replaced
 # before use, up to this many times: after a restart every idle connection is dead.
@@ -44,40 +45,45 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def driver(self) -> AsyncIterator[asyncpg.Connection]:
-        """The asyncpg connection under a pooled autocommit connection, for `DriverStatement`s.
+        """A pooled connection's asyncpg connection, for `DriverStatement`s.
 
         For the pipeline's few fixed statements, which run thousands of times: asyncpg
         prepares each once per connection and keeps it (its statement cache), and no
-        SQLAlchemy compilation, cache lookup or result wrapping runs per call. A
-        connection that broke under a statement is discarded from the pool, not returned.
+        SQLAlchemy compilation, cache lookup, result wrapping or `Connection` object is
+        made per call. Statements run in autocommit (nothing here opens a transaction
+        unless a statement says BEGIN). A connection found closed is replaced, and one that
+        broke under a statement is discarded from the pool, not returned.
         """
-        async with contextlib.AsyncExitStack() as stack:
-            raw: asyncpg.Connection | None = None
-            for _ in range(_CLOSED_CONNECTION_RETRIES):
-                connection = await stack.enter_async_context(self.autocommit.connect())
-                raw = (await connection.get_raw_connection()).driver_connection
-                assert raw is not None
-                if not raw.is_closed():
-                    break
-                await connection.invalidate()
-            assert raw is not None
-            try:
-                yield raw
-            except BaseException as error:
-                if (
-                    raw.is_closed()
-                    or not isinstance(error, asyncpg.PostgresError)
-                    or isinstance(error, asyncpg.PostgresConnectionError)
-                ):
-                    # Closed, or a statement cut off midway (cancelled, interface error):
-                    # the protocol state is unknown, so the connection is not reused.
-                    await _invalidate(connection)
-                raise
+        pooled = await self.engine.raw_connection()
+        for _ in range(_CLOSED_CONNECTION_RETRIES):
+            if not _asyncpg_of(pooled).is_closed():
+                break
+            await greenlet_spawn(pooled.invalidate)
+            pooled = await self.engine.raw_connection()
+        raw = _asyncpg_of(pooled)
+        try:
+            yield raw
+        except BaseException as error:
+            if (
+                raw.is_closed()
+                or not isinstance(error, asyncpg.PostgresError)
+                or isinstance(error, asyncpg.PostgresConnectionError)
+            ):
+                # Closed, or a statement cut off midway (cancelled, interface error): the
+                # protocol state is unknown, so the connection is not reused.
+                with contextlib.suppress(Exception):
+                    await greenlet_spawn(pooled.invalidate)
+            raise
+        finally:
+            # Back to the pool: its reset is a no-op here (SQLAlchemy's adapter opened no
+            # transaction on it), so no greenlet is needed.
+            pooled.close()
 
 
-async def _invalidate(connection: AsyncConnection) -> None:
-    with contextlib.suppress(Exception):
-        await connection.invalidate()
+def _asyncpg_of(pooled: PoolProxiedConnection) -> asyncpg.Connection:
+    raw = pooled.driver_connection
+    assert isinstance(raw, asyncpg.Connection)
+    return raw
 
 
 _DRIVER_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]

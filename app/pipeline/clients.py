@@ -52,23 +52,27 @@ class ServiceClient:
     """One shared `httpx.AsyncClient` per service, with a cap on calls in flight.
 
     Requests are built once per call from parts prepared once per client (URL, headers
-    the client would add, the metrics' label children), and sent with `send`: httpx's
-    per-request merging of client defaults, its multipart encoder and its timeout objects
-    do not run. The bytes on the wire are the ones httpx would send (same headers, same
-    multipart layout, a fresh random boundary each time).
+    the client would add, the timeout, the metrics' label children) and handed to the
+    client's transport (connection pool) directly: httpx's per-request merging of client
+    defaults, its multipart encoder, its auth, redirect and cookie handling (none of which
+    a stage call uses) do not run. The bytes on the wire are the ones httpx would send
+    (same headers, same multipart layout, a fresh random boundary each time).
     """
 
     stage: StageName
 
     def __init__(self, config: DownstreamService, base_url: str, metrics: Metrics) -> None:
         self.config = config
-        self.http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=config.timeout,
-            # Enough pooled connections for the calls we allow in flight, no more.
+        # Enough pooled connections for the calls we allow in flight, no more.
+        self._transport = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(
                 max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-            ),
+            )
+        )
+        # For the occasional request (health probes, the demo's text list); stage calls go
+        # to its transport directly.
+        self.http = httpx.AsyncClient(
+            base_url=base_url, timeout=config.timeout, transport=self._transport
         )
         self._url = self.http.base_url.join("/")
         self._headers = [
@@ -94,7 +98,11 @@ class ServiceClient:
         async with self._in_flight:
             started = time.perf_counter()
             try:
-                response = await self.http.send(request)
+                response = await self._transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             except httpx.TransportError as error:
                 outcome = (
                     "timeout" if isinstance(error, httpx.TimeoutException) else "connection_error"

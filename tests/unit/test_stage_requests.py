@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -38,9 +37,9 @@ def answering(client: ServiceClient, body: bytes, captured: Captured) -> None:
         captured.requests.append(request)
         return httpx.Response(200, content=body)
 
-    client.http = httpx.AsyncClient(
-        base_url=client.http.base_url, transport=httpx.MockTransport(handle)
-    )
+    transport = httpx.MockTransport(handle)
+    client._transport = transport  # type: ignore[assignment]
+    client.http = httpx.AsyncClient(base_url=client.http.base_url, transport=transport)
 
 
 def as_httpx_builds(client: ServiceClient, **kwargs: object) -> httpx.Request:
@@ -48,8 +47,8 @@ def as_httpx_builds(client: ServiceClient, **kwargs: object) -> httpx.Request:
 
 
 @pytest.fixture
-async def config() -> AsyncIterator[DownstreamService]:
-    yield DownstreamService(host="127.0.0.1", port=8065, timeout=7.0, concurrency=2)
+def config() -> DownstreamService:
+    return DownstreamService(host="127.0.0.1", port=8065, timeout=7.0, concurrency=2)
 
 
 def boundary_of(request: httpx.Request) -> str:
