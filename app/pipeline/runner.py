@@ -78,20 +78,20 @@ class TaskRunner:
         self.database = database
         self.clients = clients
         self.owner = owner
-        # Set when `owner` is given up (see `rename`); renewals wait on it.
-        self._owner_given_up = asyncio.Event()
+        # The stage calls in flight: `rename` cancels them.
+        self._calls: set[asyncio.Future[Any]] = set()
         self.schedule_wakeup = schedule_wakeup
         self.is_stopping = is_stopping
 
     def rename(self, owner: str) -> None:
         """Work as `owner` from now on; tasks held under the old name stop at once.
 
-        Their next fenced write fails on `lease_owner`, and their lease renewal, woken
-        here, cancels the stage call in progress.
+        Their next fenced write fails on `lease_owner`, and the stage calls in progress
+        are cancelled here (their tasks stop as if the lease were lost).
         """
         self.owner = owner
-        self._owner_given_up.set()
-        self._owner_given_up = asyncio.Event()
+        for call in self._calls:
+            call.cancel()
 
     # ---------------------------------------------------------------- claiming
 
@@ -248,42 +248,44 @@ class TaskRunner:
             raise StopRequested()
 
     async def _call(self, task: ClaimedTask, call: Coroutine[Any, Any, T]) -> T:
-        """Await a stage call while renewing the lease; cancel the call if the lease is lost."""
-        call_task = asyncio.ensure_future(call)
-        renewal = asyncio.ensure_future(self._keep_lease(task))
-        try:
-            await asyncio.wait({call_task, renewal}, return_when=asyncio.FIRST_COMPLETED)
-            if call_task.done():
-                return call_task.result()
-            raise LeaseLost()
-        finally:
-            for pending in (call_task, renewal):
-                if not pending.done():
-                    pending.cancel()
-            await asyncio.gather(call_task, renewal, return_exceptions=True)
+        """Await a stage call while renewing the lease every third of its length; cancel
+        the call if the lease is lost or the owner name given up (`rename`).
 
-    async def _keep_lease(self, task: ClaimedTask) -> None:
-        """Renew the lease every third of its length; return once it is lost."""
+        The renewals run in this coroutine between timed waits on the call, not in a task
+        of their own: a call that answers within a third of the lease costs no renewal
+        machinery at all.
+        """
+        call_task = asyncio.ensure_future(call)
+        self._calls.add(call_task)
         interval = self.settings.worker_lease_seconds / 3
-        given_up = self._owner_given_up
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(given_up.wait(), timeout=interval)
-            if given_up.is_set():
-                return
-            try:
-                async with self.database.driver() as connection:
-                    renewed = await queue.renew_lease(
-                        connection,
-                        task.id,
-                        owner=self.owner,
-                        lease_seconds=self.settings.worker_lease_seconds,
-                    )
-            except Exception:  # the database is away; the fenced write will tell later
-                log.warning("task %s: could not renew the lease", task.id, exc_info=True)
-                continue
-            if not renewed:
-                return
+        try:
+            while not call_task.done():
+                await asyncio.wait((call_task,), timeout=interval)
+                if not call_task.done() and not await self._renew(task):
+                    raise LeaseLost()
+            if call_task.cancelled():  # by `rename`: the owner name was given up
+                raise LeaseLost()
+            return call_task.result()
+        finally:
+            self._calls.discard(call_task)
+            if not call_task.done():
+                call_task.cancel()
+                await asyncio.gather(call_task, return_exceptions=True)
+
+    async def _renew(self, task: ClaimedTask) -> bool:
+        """Extend the lease; False once it is lost. A failed renewal is let pass: the
+        database is away, and the fenced write will tell later."""
+        try:
+            async with self.database.driver() as connection:
+                return await queue.renew_lease(
+                    connection,
+                    task.id,
+                    owner=self.owner,
+                    lease_seconds=self.settings.worker_lease_seconds,
+                )
+        except Exception:
+            log.warning("task %s: could not renew the lease", task.id, exc_info=True)
+            return True
 
     # ---------------------------------------------------------------- failures
 
@@ -340,6 +342,13 @@ class TaskRunner:
         The stage output is in memory and the lease still fences the write, so riding
         out a database restart here saves calling the stage again.
         """
+        try:  # the first attempt without the retry machinery: it nearly always succeeds
+            async with self.database.driver() as connection:
+                return await step(connection)
+        except Exception as error:
+            if not is_database_unavailable(error):
+                raise
+            log.warning("database unavailable; retrying the write (%s)", _describe(error))
         async for attempt in retrying(
             WRITE_BACKOFF,
             log=log,
