@@ -15,6 +15,7 @@ import pytest
 from app.config import DownstreamService
 from app.metrics import create_metrics
 from app.pipeline.clients import (
+    JOIN_BODIES_UP_TO,
     FeedbackClient,
     PreprocessingClient,
     ServiceClient,
@@ -117,3 +118,32 @@ async def test_each_request_has_its_own_boundary(config: DownstreamService) -> N
 
     first, second = captured.requests
     assert boundary_of(first) != boundary_of(second)
+
+
+async def test_a_large_file_is_sent_as_it_is_between_its_framing(
+    config: DownstreamService,
+) -> None:
+    client = PreprocessingClient(config, config.base_url, create_metrics())
+    captured = Captured()
+    answering(client, WAV, captured)
+    pcm = b"\x01\x02\x03\x04" * (JOIN_BODIES_UP_TO // 4 + 1)
+    pieces: list[bytes] = []
+    original = client.post
+
+    async def post(content_type: str, parts: tuple[bytes, ...]) -> httpx.Response:
+        pieces.extend(parts)
+        return await original(content_type, parts)
+
+    client.post = post  # type: ignore[method-assign]
+
+    await client.preprocess(pcm)
+
+    assert len(pieces) == 3
+    assert pieces[1] is pcm  # the caller's object: not copied
+    [sent] = captured.requests
+    expected = as_httpx_builds(
+        client,
+        files={"file": ("audio.pcm", pcm, "application/octet-stream")},
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
+    )
+    assert sent.content == expected.read()
