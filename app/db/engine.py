@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import URL
+import asyncpg
+from sqlalchemy import URL, ClauseElement
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
+
+# A pooled connection found closed (the server restarted, the socket dropped) is replaced
+# before use, up to this many times: after a restart every idle connection is dead.
+_CLOSED_CONNECTION_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,84 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg connection, for `DriverStatement`s.
+
+        For the pipeline's few fixed statements, which run thousands of times: asyncpg
+        prepares each once per connection and keeps it (its statement cache), and no
+        SQLAlchemy compilation, cache lookup, result wrapping or `Connection` object is
+        made per call. Statements run in autocommit (nothing here opens a transaction
+        unless a statement says BEGIN). A connection found closed is replaced, and one that
+        broke under a statement is discarded from the pool, not returned.
+        """
+        pooled = await self.engine.raw_connection()
+        for _ in range(_CLOSED_CONNECTION_RETRIES):
+            if not _asyncpg_of(pooled).is_closed():
+                break
+            await greenlet_spawn(pooled.invalidate)
+            pooled = await self.engine.raw_connection()
+        raw = _asyncpg_of(pooled)
+        try:
+            yield raw
+        except BaseException as error:
+            if (
+                raw.is_closed()
+                or not isinstance(error, asyncpg.PostgresError)
+                or isinstance(error, asyncpg.PostgresConnectionError)
+            ):
+                # Closed, or a statement cut off midway (cancelled, interface error): the
+                # protocol state is unknown, so the connection is not reused.
+                with contextlib.suppress(Exception):
+                    await greenlet_spawn(pooled.invalidate)
+            raise
+        finally:
+            # Back to the pool: its reset is a no-op here (SQLAlchemy's adapter opened no
+            # transaction on it), so no greenlet is needed.
+            pooled.close()
+
+
+def _asyncpg_of(pooled: PoolProxiedConnection) -> asyncpg.Connection:
+    raw = pooled.driver_connection
+    assert isinstance(raw, asyncpg.Connection)
+    return raw
+
+
+_DRIVER_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A SQLAlchemy statement compiled once to asyncpg's SQL (`$n` parameters).
+
+    Run it on `Database.driver()` with the bound values by name; values SQLAlchemy bound
+    itself (literals) are filled in. No type processing runs: values go to asyncpg as
+    they are (JSON as a `str`, which is how SQLAlchemy's asyncpg codecs take it).
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    @classmethod
+    def compile(cls, statement: ClauseElement) -> DriverStatement:
+        compiled = statement.compile(dialect=_DRIVER_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        return cls(str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        defaults = self.defaults
+        return [params[name] if name in params else defaults[name] for name in self.names]
+
+    async def fetchrow(self, connection: asyncpg.Connection, **params: Any) -> Any:
+        return await connection.fetchrow(self.sql, *self.args(params))
+
+    async def fetchval(self, connection: asyncpg.Connection, **params: Any) -> Any:
+        return await connection.fetchval(self.sql, *self.args(params))
+
+    async def fetch(self, connection: asyncpg.Connection, **params: Any) -> list[Any]:
+        return list(await connection.fetch(self.sql, *self.args(params)))
 
 
 def create_database(url: URL, *, pool_size: int, application_name: str) -> Database:

@@ -103,6 +103,30 @@ def recorded(
     return statement
 
 
+def recorded_transitions_sql(source: str) -> str:
+    """Two CTEs, as SQL text, that record the status transitions of a statement written out.
+
+    For statements run as text (the pipeline's claim), where one move may pass through
+    several statuses. `source` names an earlier CTE of the statement that returns, per
+    task it moved, `id`, `last_event_seq` (already bumped by the number of steps) and
+    `steps` (a `text[]` of the statuses entered, in order; empty: nothing to record). The
+    rows are numbered like `recorded` numbers them and each gets its NOTIFY; the statement
+    must read `notified` (e.g. `(SELECT count(*) FROM notified)`), or PostgreSQL skips it.
+    """
+    return f"""
+    recorded AS (
+        INSERT INTO task_events (task_id, seq, kind, status)
+        SELECT moved.id, moved.last_event_seq - cardinality(moved.steps) + step.number,
+               'status', step.status
+        FROM {source} moved
+        CROSS JOIN LATERAL unnest(moved.steps) WITH ORDINALITY AS step (status, number)
+        RETURNING task_id, seq
+    ),
+    notified AS (
+        SELECT pg_notify('{EVENTS_CHANNEL}', task_id::text || ':' || seq) FROM recorded
+    )"""
+
+
 # The event's values are named `event_*`: an UPDATE takes parameters named like a column
 # as that column's new value.
 _APPEND_EVENT = recorded(

@@ -8,6 +8,10 @@ history row it implies and sends its NOTIFY (built by `app.db.history.recorded`)
 runs without a transaction of its own (one round trip, on an autocommit connection) and
 is still all-or-nothing.
 
+The statements run thousands of times a minute, so they run on the asyncpg connection
+under a pooled one (`Database.driver()`), compiled once (`DriverStatement`): asyncpg
+prepares each once per connection, and no SQLAlchemy machinery runs per call.
+
 Every statement is written out whole below. The statuses come from `app.db.status`: the
 next status as a bind parameter (`:next_status`), the terminal set as its SQL literal
 (`TERMINAL_SQL`, so that the partial indexes on unfinished tasks keep serving these
@@ -16,15 +20,16 @@ statements under generic plans).
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     Integer,
     LargeBinary,
-    Select,
     String,
     bindparam,
     func,
@@ -36,7 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db.history import recorded
+from app.db.engine import DriverStatement
+from app.db.history import recorded, recorded_transitions_sql
 from app.db.models import Task, TaskAudio
 from app.db.status import TERMINAL_SQL, TaskStatus
 
@@ -48,7 +54,7 @@ class ClaimedTask:
     id: uuid.UUID
     user_id: uuid.UUID
     text_id: uuid.UUID
-    status: TaskStatus
+    status: TaskStatus  # the stage the claim moved it into (unchanged when abandoned)
     stage_attempts: int
     claim_count: int  # claims that took over an expired lease, this one included
     has_preprocessed_audio: bool
@@ -61,9 +67,13 @@ class ClaimedTask:
 # at the same moment cannot see each other's uncommitted leases and the per-user cap
 # overshoots; with it, each claim's statement starts after the previous claim committed.
 # The claim reads a bounded number of rows (below) and no audio, so the lock is held for
-# well under a millisecond whatever the backlog.
+# well under a millisecond whatever the backlog. The lock is taken by a statement of its
+# own before the claim's: a statement sees the rows committed before it started, so a
+# claim that waited for the lock inside its own statement would still miss the leases
+# the claims before it committed meanwhile. BEGIN and the lock go as one simple query,
+# so the claim costs three round trips (BEGIN + lock, claim, COMMIT).
 CLAIM_LOCK_KEY = 0x1175_7A5C
-_TAKE_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_BEGIN_AND_TAKE_CLAIM_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY})"
 
 # The claim, in order of its parts:
 #
@@ -95,6 +105,11 @@ _TAKE_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # user's backlog of any size costs one index probe, and the claim's cost does not grow
 # with the number of waiting tasks. Within a user tasks run oldest first; across users,
 # the one waiting longest for its oldest task goes first.
+#
+# `entry` and `claimed`: the claim also moves the task into the stage it resumes at — the
+# first one without output — and records the transitions (`created` passes through
+# `started`), so the task is claimed and started in one statement. A task whose holders
+# vanished `:max_claims` times stays where it is: the worker fails it next.
 _CLAIM = text(
     f"""
     WITH live AS MATERIALIZED (
@@ -103,9 +118,9 @@ _CLAIM = text(
         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
     ),
     candidate AS (
-        SELECT pick.id FROM live CROSS JOIN queue_users u
+        SELECT pick.* FROM live CROSS JOIN queue_users u
         CROSS JOIN LATERAL (
-            SELECT t.id FROM tasks t
+            SELECT t.id, t.status, t.result, t.claim_count, t.lease_expires_at FROM tasks t
             WHERE t.user_id = u.user_id
               AND t.status NOT IN {TERMINAL_SQL}
               AND t.run_after <= now()
@@ -137,43 +152,91 @@ _CLAIM = text(
           ) < :per_user
         ORDER BY u.oldest_unfinished_at, u.user_id
         LIMIT 1
-    )
-    UPDATE tasks SET
-        lease_owner = :owner,
-        lease_expires_at = now() + make_interval(secs => :lease),
-        leased_at = now(),
-        -- A lease still set is one that expired (or whose owner died): its holder vanished
-        -- mid-task. Retries and shutdown hand-backs clear the lease, so they do not count.
-        claim_count = claim_count + (tasks.lease_expires_at IS NOT NULL)::int
-    FROM candidate WHERE tasks.id = candidate.id
-    RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
-              tasks.claim_count, tasks.result, tasks.created_at,
-              EXISTS (
-                  SELECT 1 FROM task_audio wav
-                  WHERE wav.task_id = tasks.id AND wav.kind = 'preprocessed'
-              ) AS has_preprocessed_audio
+    ),
+    resumed AS (
+        SELECT candidate.*,
+               -- A lease still set is one that expired (or whose owner died): its holder
+               -- vanished mid-task. Retries and shutdown hand-backs clear the lease, so
+               -- they do not count.
+               candidate.claim_count + (candidate.lease_expires_at IS NOT NULL)::int
+                   AS new_claim_count,
+               EXISTS (
+                   SELECT 1 FROM task_audio wav
+                   WHERE wav.task_id = candidate.id AND wav.kind = 'preprocessed'
+               ) AS has_preprocessed_audio
+        FROM candidate
+    ),
+    entry AS (
+        SELECT resumed.*,
+               CASE WHEN resumed.new_claim_count >= :max_claims THEN resumed.status
+                    WHEN NOT resumed.has_preprocessed_audio THEN 'preprocessing'
+                    WHEN resumed.result IS NULL THEN 'transcribing'
+                    ELSE 'evaluating'
+               END AS entered
+        FROM resumed
+    ),
+    steps AS (
+        SELECT entry.*,
+               array_remove(ARRAY[
+                   CASE WHEN entry.status = 'created' AND entry.entered <> 'created'
+                        THEN 'started' END,
+                   CASE WHEN entry.entered <> entry.status THEN entry.entered END
+               ]::text[], NULL) AS steps
+        FROM entry
+    ),
+    claimed AS (
+        UPDATE tasks SET
+            lease_owner = :owner,
+            lease_expires_at = now() + make_interval(secs => :lease),
+            leased_at = now(),
+            claim_count = steps.new_claim_count,
+            status = steps.entered,
+            last_event_seq = tasks.last_event_seq + cardinality(steps.steps),
+            updated_at = CASE WHEN cardinality(steps.steps) > 0 THEN now()
+                              ELSE tasks.updated_at END
+        FROM steps WHERE tasks.id = steps.id
+        RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
+                  tasks.claim_count, tasks.result, tasks.created_at, tasks.last_event_seq,
+                  steps.has_preprocessed_audio, steps.steps
+    ),
+    {recorded_transitions_sql("claimed")}
+    SELECT claimed.id, claimed.user_id, claimed.text_id, claimed.status,
+           claimed.stage_attempts, claimed.claim_count, claimed.result, claimed.created_at,
+           claimed.has_preprocessed_audio, (SELECT count(*) FROM notified) AS events
+    FROM claimed
     """
 )
+_CLAIM_STATEMENT = DriverStatement.compile(_CLAIM)
 
 
 async def claim_next_task(
-    connection: AsyncConnection, *, owner: str, lease_seconds: float, per_user: int
+    connection: asyncpg.Connection,
+    *,
+    owner: str,
+    lease_seconds: float,
+    per_user: int,
+    max_claims: int,
 ) -> ClaimedTask | None:
-    """Lease the next task to `owner`; the caller's transaction must commit at once.
+    """Lease the next task to `owner` and move it into its stage, in a transaction of its own.
 
-    The task comes without its audio: read it with `with_stage_audio` after the commit,
-    so the bytes are not read while the claim lock is held.
+    `connection` must be outside a transaction. The task comes without its audio: read it
+    with `with_stage_audio`, after this commit, so the bytes are not read while the claim
+    lock is held.
     """
-    await connection.execute(_TAKE_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY})
-    row = (
-        (
-            await connection.execute(
-                _CLAIM, {"owner": owner, "lease": lease_seconds, "per_user": per_user}
-            )
+    await connection.execute(_BEGIN_AND_TAKE_CLAIM_LOCK)
+    try:
+        row = await _CLAIM_STATEMENT.fetchrow(
+            connection,
+            owner=owner,
+            lease=lease_seconds,
+            per_user=per_user,
+            max_claims=max_claims,
         )
-        .mappings()
-        .one_or_none()
-    )
+        await connection.execute("COMMIT")
+    except BaseException:
+        if not connection.is_closed() and connection.is_in_transaction():
+            await connection.execute("ROLLBACK")
+        raise
     if row is None:
         return None
     return ClaimedTask(
@@ -192,21 +255,19 @@ async def claim_next_task(
 
 # The input of the task's next stage: the upload before preprocessing, the WAV before
 # transcribing, nothing before feedback (the transcription is on the task).
-_STAGE_AUDIO = text(
-    """
-    SELECT content FROM task_audio
-    WHERE task_id = :task_id AND kind = :kind
-    """
+_STAGE_AUDIO = DriverStatement.compile(
+    text("SELECT content FROM task_audio WHERE task_id = :task_id AND kind = :kind")
 )
 
 
-async def with_stage_audio(connection: AsyncConnection, task: ClaimedTask) -> ClaimedTask:
+async def with_stage_audio(connection: asyncpg.Connection, task: ClaimedTask) -> ClaimedTask:
     """`task` with the audio its next stage needs, read in a statement of its own."""
     if task.has_preprocessed_audio and task.result is not None:
         return task
     kind = "preprocessed" if task.has_preprocessed_audio else "upload"
-    audio = await connection.scalar(_STAGE_AUDIO, {"task_id": task.id, "kind": kind})
-    return replace(task, audio=None if audio is None else bytes(audio))
+    # asyncpg hands bytea over as `bytes`: no further copy is made here.
+    audio = await _STAGE_AUDIO.fetchval(connection, task_id=task.id, kind=kind)
+    return replace(task, audio=audio)
 
 
 # The stage writes. Each is the task's UPDATE, fenced by the lease; `recorded` adds the
@@ -214,112 +275,97 @@ async def with_stage_audio(connection: AsyncConnection, task: ClaimedTask) -> Cl
 _HELD = (Task.id == bindparam("task_id")) & (Task.lease_owner == bindparam("owner"))
 _NO_LEASE = {"lease_owner": None, "lease_expires_at": None}
 
-_ADVANCE = recorded(
-    update(Task)
-    .where(_HELD)
-    .values(status=bindparam("next_status"), stage_attempts=bindparam("stage_attempts"))
+_PREPROCESSED = DriverStatement.compile(
+    recorded(
+        update(Task).where(_HELD).values(status=bindparam("next_status"), stage_attempts=0),
+        alongside=lambda moved: (
+            insert(TaskAudio)
+            .from_select(
+                ["task_id", "kind", "content", "filename", "content_type", "size"],
+                select(
+                    moved.c.id,
+                    literal("preprocessed"),
+                    bindparam("wav", type_=LargeBinary),
+                    literal("audio.wav"),
+                    literal("audio/wav"),
+                    bindparam("size", type_=Integer),
+                ),
+            )
+            .on_conflict_do_update(
+                index_elements=[TaskAudio.task_id, TaskAudio.kind],
+                set_={
+                    "content": insert(TaskAudio).excluded.content,
+                    "size": insert(TaskAudio).excluded.size,
+                },
+            )
+            .cte("stored")
+        ),
+    )
 )
 
-_PREPROCESSED = recorded(
-    update(Task).where(_HELD).values(status=bindparam("next_status"), stage_attempts=0),
-    alongside=lambda moved: (
-        insert(TaskAudio)
-        .from_select(
-            ["task_id", "kind", "content", "filename", "content_type", "size"],
-            select(
-                moved.c.id,
-                literal("preprocessed"),
-                bindparam("wav", type_=LargeBinary),
-                literal("audio.wav"),
-                literal("audio/wav"),
-                bindparam("size", type_=Integer),
-            ),
+_TRANSCRIBED = DriverStatement.compile(
+    recorded(
+        update(Task)
+        .where(_HELD)
+        .values(status=bindparam("next_status"), result=bindparam("result"), stage_attempts=0)
+    )
+)
+
+_COMPLETE = DriverStatement.compile(
+    recorded(
+        update(Task)
+        .where(_HELD)
+        .values(
+            status=bindparam("next_status"),
+            accuracy=bindparam("accuracy"),
+            mistakes=bindparam("mistakes"),
+            comment=None,
+            completed_at=func.now(),
+            stage_attempts=0,
+            **_NO_LEASE,
         )
-        .on_conflict_do_update(
-            index_elements=[TaskAudio.task_id, TaskAudio.kind],
-            set_={
-                "content": insert(TaskAudio).excluded.content,
-                "size": insert(TaskAudio).excluded.size,
-            },
-        )
-        .cte("stored")
-    ),
-)
-
-_TRANSCRIBED = recorded(
-    update(Task)
-    .where(_HELD)
-    .values(status=bindparam("next_status"), result=bindparam("result"), stage_attempts=0)
-)
-
-_COMPLETE = recorded(
-    update(Task)
-    .where(_HELD)
-    .values(
-        status=bindparam("next_status"),
-        accuracy=bindparam("accuracy"),
-        mistakes=bindparam("mistakes"),
-        comment=None,
-        completed_at=func.now(),
-        stage_attempts=0,
-        **_NO_LEASE,
     )
 )
 
 # The only write that checks the status: a task that finished meanwhile stays finished.
-_FAIL = recorded(
-    update(Task)
-    .where(_HELD, text(f"tasks.status NOT IN {TERMINAL_SQL}"))
-    .values(
-        status=bindparam("next_status"),
-        comment=bindparam("comment"),
-        completed_at=func.now(),
-        **_NO_LEASE,
-    ),
-    detail=bindparam("comment", type_=String),
-)
-
-_RETRY_LATER = recorded(
-    update(Task)
-    .where(_HELD)
-    .values(
-        stage_attempts=bindparam("attempts"),
-        run_after=text("now() + make_interval(secs => :delay)"),
-        **_NO_LEASE,
-    ),
-    kind="retry",
-    stage=bindparam("stage", type_=String),
-    attempt=bindparam("attempts"),
-    detail=bindparam("reason", type_=String),
-)
-
-
-async def _moved(connection: AsyncConnection, statement: Select[Any], **params: Any) -> bool:
-    """Run one `recorded` statement; False when the lease was gone and nothing happened."""
-    return (await connection.execute(statement, params)).first() is not None
-
-
-async def advance_status(
-    connection: AsyncConnection,
-    task_id: uuid.UUID,
-    *,
-    owner: str,
-    status: TaskStatus,
-    stage_attempts: int,
-) -> bool:
-    """Move the held task to `status` and record the transition."""
-    return await _moved(
-        connection,
-        _ADVANCE,
-        task_id=task_id,
-        owner=owner,
-        next_status=status.value,
-        stage_attempts=stage_attempts,
+_FAIL = DriverStatement.compile(
+    recorded(
+        update(Task)
+        .where(_HELD, text(f"tasks.status NOT IN {TERMINAL_SQL}"))
+        .values(
+            status=bindparam("next_status"),
+            comment=bindparam("comment"),
+            completed_at=func.now(),
+            **_NO_LEASE,
+        ),
+        detail=bindparam("comment", type_=String),
     )
+)
+
+_RETRY_LATER = DriverStatement.compile(
+    recorded(
+        update(Task)
+        .where(_HELD)
+        .values(
+            stage_attempts=bindparam("attempts"),
+            run_after=text("now() + make_interval(secs => :delay)"),
+            **_NO_LEASE,
+        ),
+        kind="retry",
+        stage=bindparam("stage", type_=String),
+        attempt=bindparam("attempts"),
+        detail=bindparam("reason", type_=String),
+    )
+)
+
+
+async def _moved(connection: asyncpg.Connection, statement: DriverStatement, **params: Any) -> bool:
+    """Run one `recorded` statement; False when the lease was gone and nothing happened."""
+    return await statement.fetchrow(connection, **params) is not None
 
 
 async def store_preprocessed_audio(
-    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, wav: bytes
+    connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str, wav: bytes
 ) -> bool:
     """Keep the WAV and move on to transcribing, in one step."""
     return await _moved(
@@ -334,7 +380,7 @@ async def store_preprocessed_audio(
 
 
 async def store_transcription(
-    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, transcription: str
+    connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str, transcription: str
 ) -> bool:
     """Keep the transcription and move on to evaluating, in one step."""
     return await _moved(
@@ -348,7 +394,7 @@ async def store_transcription(
 
 
 async def complete_task(
-    connection: AsyncConnection,
+    connection: asyncpg.Connection,
     task_id: uuid.UUID,
     *,
     owner: str,
@@ -363,12 +409,13 @@ async def complete_task(
         owner=owner,
         next_status=TaskStatus.COMPLETED.value,
         accuracy=accuracy,
-        mistakes=mistakes,
+        # As JSON text: the connection's jsonb codec (SQLAlchemy's) takes a string.
+        mistakes=json.dumps(mistakes),
     )
 
 
 async def fail_task(
-    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, comment: str
+    connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str, comment: str
 ) -> bool:
     """End the task as failed with `comment` naming the stage and the reason."""
     return await _moved(
@@ -382,7 +429,7 @@ async def fail_task(
 
 
 async def release_for_retry(
-    connection: AsyncConnection,
+    connection: asyncpg.Connection,
     task_id: uuid.UUID,
     *,
     owner: str,
@@ -406,27 +453,30 @@ async def release_for_retry(
 
 # Only future times count: a task due already but not claimable is held back by the
 # per-user cap and becomes claimable when that user's work finishes, not at a time.
-_NEXT_DUE = text(
-    f"""
+_NEXT_DUE = DriverStatement.compile(
+    text(
+        f"""
     SELECT EXTRACT(EPOCH FROM min(due) - now()) FROM (
         SELECT greatest(run_after, coalesce(lease_expires_at, run_after)) AS due
         FROM tasks WHERE status NOT IN {TERMINAL_SQL}
     ) pending
     WHERE due > now()
     """
+    )
 )
 
 
-async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
+async def seconds_until_next_due(connection: asyncpg.Connection) -> float | None:
     """How long until some unfinished task becomes claimable (None: there is none)."""
-    value = await connection.scalar(_NEXT_DUE)
+    value = await _NEXT_DUE.fetchval(connection)
     return None if value is None else float(value)
 
 
 # The lease is stamped as taken under the owner's lock only while that lock is held (see
 # the claim's dead-lease test); without it, the renewal still extends the clock.
-_RENEW = text(
-    """
+_RENEW = DriverStatement.compile(
+    text(
+        """
     WITH live AS MATERIALIZED (
         SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
         FROM pg_locks l
@@ -439,40 +489,40 @@ _RENEW = text(
     WHERE id = :task_id AND lease_owner = :owner
     RETURNING id
     """
+    )
 )
 
 
 async def renew_lease(
-    connection: AsyncConnection, task_id: uuid.UUID, *, owner: str, lease_seconds: float
+    connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str, lease_seconds: float
 ) -> bool:
     """Extend the lease; False when it is gone (task deleted or taken over)."""
-    renewed = await connection.execute(
-        _RENEW, {"task_id": task_id, "owner": owner, "lease": lease_seconds}
+    renewed = await _RENEW.fetchrow(connection, task_id=task_id, owner=owner, lease=lease_seconds)
+    return renewed is not None
+
+
+_RELEASE = DriverStatement.compile(
+    text(
+        "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE id = :task_id AND lease_owner = :owner"
     )
-    return renewed.first() is not None
+)
+_RELEASE_ALL = DriverStatement.compile(
+    text(
+        "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE lease_owner = :owner RETURNING id"
+    )
+)
 
 
-async def release_lease(connection: AsyncConnection, task_id: uuid.UUID, *, owner: str) -> None:
+async def release_lease(connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str) -> None:
     """Hand an unfinished task back at once (graceful shutdown)."""
-    await connection.execute(
-        text(
-            "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE id = :task_id AND lease_owner = :owner"
-        ),
-        {"task_id": task_id, "owner": owner},
-    )
+    await _RELEASE.fetch(connection, task_id=task_id, owner=owner)
 
 
-async def release_all_leases(connection: AsyncConnection, *, owner: str) -> int:
+async def release_all_leases(connection: asyncpg.Connection, *, owner: str) -> int:
     """Hand back every task this process still holds."""
-    released = await connection.execute(
-        text(
-            "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE lease_owner = :owner RETURNING id"
-        ),
-        {"owner": owner},
-    )
-    return len(released.all())
+    return len(await _RELEASE_ALL.fetch(connection, owner=owner))
 
 
 async def purge_expired_audio(connection: AsyncConnection, *, older_than_hours: float) -> int:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 import tenacity
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.db.engine import Database
@@ -78,31 +78,32 @@ class TaskRunner:
         self.database = database
         self.clients = clients
         self.owner = owner
-        # Set when `owner` is given up (see `rename`); renewals wait on it.
-        self._owner_given_up = asyncio.Event()
+        # The stage calls in flight: `rename` cancels them.
+        self._calls: set[asyncio.Future[Any]] = set()
         self.schedule_wakeup = schedule_wakeup
         self.is_stopping = is_stopping
 
     def rename(self, owner: str) -> None:
         """Work as `owner` from now on; tasks held under the old name stop at once.
 
-        Their next fenced write fails on `lease_owner`, and their lease renewal, woken
-        here, cancels the stage call in progress.
+        Their next fenced write fails on `lease_owner`, and the stage calls in progress
+        are cancelled here (their tasks stop as if the lease were lost).
         """
         self.owner = owner
-        self._owner_given_up.set()
-        self._owner_given_up = asyncio.Event()
+        for call in self._calls:
+            call.cancel()
 
     # ---------------------------------------------------------------- claiming
 
     async def claim(self) -> HeldTask | None:
-        """Claim the next task, then enter its first unfinished stage."""
-        async with self.database.engine.begin() as connection:
+        """Claim the next task, moved into its first unfinished stage by the claim itself."""
+        async with self.database.driver() as connection:
             task = await queue.claim_next_task(
                 connection,
                 owner=self.owner,
                 lease_seconds=self.settings.worker_lease_seconds,
                 per_user=self.settings.max_active_tasks_per_user,
+                max_claims=self.settings.pipeline_max_claims,
             )
         if task is None:
             return None
@@ -116,52 +117,24 @@ class TaskRunner:
                     lambda connection: queue.release_lease(connection, claimed.id, owner=self.owner)
                 )
             raise
-        held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
-        try:
-            if task.claim_count >= self.settings.pipeline_max_claims:
-                # So many holders vanished mid-task (crash, kill) that it will not finish.
-                comment = f"abandoned after {task.claim_count} interrupted attempts"
-                if await self._write(
-                    lambda connection: queue.fail_task(
-                        connection, task.id, owner=self.owner, comment=comment
-                    )
-                ):
-                    self._finished(task, TaskStatus.FAILED)
-                return None
-            await self._enter_first_stage(held)
-        except LeaseLost:  # deleted between the claim and now
+        if task.claim_count >= self.settings.pipeline_max_claims:
+            # So many holders vanished mid-task (crash, kill) that it will not finish.
+            comment = f"abandoned after {task.claim_count} interrupted attempts"
+            if await self._write(
+                lambda connection: queue.fail_task(
+                    connection, task.id, owner=self.owner, comment=comment
+                )
+            ):
+                self._finished(task, TaskStatus.FAILED)
             return None
-        return held
-
-    async def _enter_first_stage(self, held: HeldTask) -> None:
-        task = held.task
-        if held.status is TaskStatus.CREATED:
-            await self._advance(held, TaskStatus.STARTED)
-        if not task.has_preprocessed_audio:
-            await self._advance(held, TaskStatus.PREPROCESSING)
+        held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
+        if task.status is TaskStatus.PREPROCESSING:
             held.pcm = task.audio
-        elif task.result is None:
-            await self._advance(held, TaskStatus.TRANSCRIBING)
+        elif task.status is TaskStatus.TRANSCRIBING:
             held.wav = task.audio
         else:
-            await self._advance(held, TaskStatus.EVALUATING)
             held.transcription = task.result
-
-    async def _advance(self, held: HeldTask, status: TaskStatus) -> None:
-        if held.status is status:
-            return  # resumed in the stage it was in: no repeated transition
-        moved = await self._write(
-            lambda connection: queue.advance_status(
-                connection,
-                held.task.id,
-                owner=self.owner,
-                status=status,
-                stage_attempts=held.attempts,
-            )
-        )
-        if not moved:
-            raise LeaseLost()
-        held.status = status
+        return held
 
     # ------------------------------------------------------------------ stages
 
@@ -265,7 +238,7 @@ class TaskRunner:
         self,
         held: HeldTask,
         next_status: TaskStatus,
-        store: Callable[[AsyncConnection], Awaitable[bool]],
+        store: Callable[[asyncpg.Connection], Awaitable[bool]],
     ) -> None:
         """Store a stage's output and move to the next status, in one statement."""
         if not await self._write(store):
@@ -275,42 +248,44 @@ class TaskRunner:
             raise StopRequested()
 
     async def _call(self, task: ClaimedTask, call: Coroutine[Any, Any, T]) -> T:
-        """Await a stage call while renewing the lease; cancel the call if the lease is lost."""
-        call_task = asyncio.ensure_future(call)
-        renewal = asyncio.ensure_future(self._keep_lease(task))
-        try:
-            await asyncio.wait({call_task, renewal}, return_when=asyncio.FIRST_COMPLETED)
-            if call_task.done():
-                return call_task.result()
-            raise LeaseLost()
-        finally:
-            for pending in (call_task, renewal):
-                if not pending.done():
-                    pending.cancel()
-            await asyncio.gather(call_task, renewal, return_exceptions=True)
+        """Await a stage call while renewing the lease every third of its length; cancel
+        the call if the lease is lost or the owner name given up (`rename`).
 
-    async def _keep_lease(self, task: ClaimedTask) -> None:
-        """Renew the lease every third of its length; return once it is lost."""
+        The renewals run in this coroutine between timed waits on the call, not in a task
+        of their own: a call that answers within a third of the lease costs no renewal
+        machinery at all.
+        """
+        call_task = asyncio.ensure_future(call)
+        self._calls.add(call_task)
         interval = self.settings.worker_lease_seconds / 3
-        given_up = self._owner_given_up
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(given_up.wait(), timeout=interval)
-            if given_up.is_set():
-                return
-            try:
-                async with self.database.autocommit.connect() as connection:
-                    renewed = await queue.renew_lease(
-                        connection,
-                        task.id,
-                        owner=self.owner,
-                        lease_seconds=self.settings.worker_lease_seconds,
-                    )
-            except Exception:  # the database is away; the fenced write will tell later
-                log.warning("task %s: could not renew the lease", task.id, exc_info=True)
-                continue
-            if not renewed:
-                return
+        try:
+            while not call_task.done():
+                await asyncio.wait((call_task,), timeout=interval)
+                if not call_task.done() and not await self._renew(task):
+                    raise LeaseLost()
+            if call_task.cancelled():  # by `rename`: the owner name was given up
+                raise LeaseLost()
+            return call_task.result()
+        finally:
+            self._calls.discard(call_task)
+            if not call_task.done():
+                call_task.cancel()
+                await asyncio.gather(call_task, return_exceptions=True)
+
+    async def _renew(self, task: ClaimedTask) -> bool:
+        """Extend the lease; False once it is lost. A failed renewal is let pass: the
+        database is away, and the fenced write will tell later."""
+        try:
+            async with self.database.driver() as connection:
+                return await queue.renew_lease(
+                    connection,
+                    task.id,
+                    owner=self.owner,
+                    lease_seconds=self.settings.worker_lease_seconds,
+                )
+        except Exception:
+            log.warning("task %s: could not renew the lease", task.id, exc_info=True)
+            return True
 
     # ---------------------------------------------------------------- failures
 
@@ -360,13 +335,20 @@ class TaskRunner:
         age = (datetime.now(UTC) - task.created_at).total_seconds()
         self.metrics.task_duration.labels(status.value).observe(max(age, 0.0))
 
-    async def _write(self, step: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _write(self, step: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `step` (one statement) on an autocommit connection, retrying while the
         database is unreachable, for up to one lease.
 
         The stage output is in memory and the lease still fences the write, so riding
         out a database restart here saves calling the stage again.
         """
+        try:  # the first attempt without the retry machinery: it nearly always succeeds
+            async with self.database.driver() as connection:
+                return await step(connection)
+        except Exception as error:
+            if not is_database_unavailable(error):
+                raise
+            log.warning("database unavailable; retrying the write (%s)", _describe(error))
         async for attempt in retrying(
             WRITE_BACKOFF,
             log=log,
@@ -376,7 +358,7 @@ class TaskRunner:
             stop=tenacity.stop_before_delay(self.settings.worker_lease_seconds),
         ):
             with attempt:
-                async with self.database.autocommit.connect() as connection:
+                async with self.database.driver() as connection:
                     return await step(connection)
         raise AssertionError("unreachable: the last attempt returned or raised")
 
@@ -397,6 +379,12 @@ def is_database_unavailable(error: BaseException) -> bool:
     """Would the same statement likely succeed a little later? (restart, full, pool)."""
     if isinstance(error, PoolTimeout | TimeoutError | OSError | ConnectionError):
         return True
+    if isinstance(error, asyncpg.PostgresError):  # raised on `Database.driver()` connections
+        sqlstate = error.sqlstate or ""
+        return sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _RETRYABLE_CODES
+    if isinstance(error, asyncpg.InterfaceError):
+        # E.g. ConnectionDoesNotExistError: the connection closed in the middle of the operation.
+        return "connection" in str(error).lower()
     if isinstance(error, DBAPIError):
         if error.connection_invalidated or isinstance(error.orig, OSError):
             return True
@@ -410,5 +398,10 @@ def is_database_unavailable(error: BaseException) -> bool:
 
 def _describe(error: BaseException) -> str:
     """SQLSTATE or class only: a DBAPIError's text carries the statement and its parameters."""
-    sqlstate = getattr(error.orig, "sqlstate", None) if isinstance(error, DBAPIError) else None
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None)
+    else:
+        sqlstate = (
+            getattr(error, "sqlstate", None) if isinstance(error, asyncpg.PostgresError) else None
+        )
     return f"SQLSTATE {sqlstate}" if sqlstate else type(error).__name__

@@ -134,7 +134,7 @@ class WorkerPool:
             await asyncio.gather(*self._workers, return_exceptions=True)
         try:
             async with asyncio.timeout(HAND_BACK_SECONDS):
-                async with self.database.autocommit.connect() as connection:
+                async with self.database.driver() as connection:
                     released = await queue.release_all_leases(connection, owner=self.owner)
             if released:
                 log.info("handed back %d unfinished task(s) for another process", released)
@@ -148,8 +148,9 @@ class WorkerPool:
 
     async def _work(self) -> None:
         """Claim and run tasks until stopped; no error ends a worker, only cancellation."""
+        backoff = Backoff(base=ERROR_PAUSE_SECONDS, cap=self.settings.worker_poll_seconds)
         errors = retrying(
-            Backoff(base=ERROR_PAUSE_SECONDS, cap=self.settings.worker_poll_seconds),
+            backoff,
             log=log,
             message="worker error; going on",
             stop=lambda _: self._stopping,
@@ -157,7 +158,15 @@ class WorkerPool:
             traceback=True,
         )
         while not self._stopping:
-            # Returns after each task (the backoff starts afresh); retries after an error.
+            try:
+                # The usual round, a task or an idle wait, runs without the retry machinery.
+                await self._claim_and_run()
+                continue
+            except Exception:
+                pause = backoff.delay(1)
+                log.warning("worker error; going on; retrying in %.1fs", pause, exc_info=True)
+            await self.wakeup.wait(pause)
+            # After an error, rounds run under the backoff until one succeeds.
             try:
                 await errors(self._claim_and_run)
             except Exception:  # raised only once stopping: nothing is retried any more
@@ -180,7 +189,7 @@ class WorkerPool:
         """Sleep until woken, until the next retry falls due, or the poll interval passes."""
         timeout = self.settings.worker_poll_seconds
         with contextlib.suppress(Exception):
-            async with self.database.autocommit.connect() as connection:
+            async with self.database.driver() as connection:
                 due = await queue.seconds_until_next_due(connection)
             if due is not None:
                 timeout = min(timeout, max(due, 0.05))

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.pipeline import queue
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("clean_database")
 
@@ -85,16 +87,28 @@ async def lease_oldest(
         return [row[0] for row in rows]
 
 
-async def claim(engine: AsyncEngine, owner: str, per_user: int = 2) -> queue.ClaimedTask | None:
-    async with engine.begin() as connection:
+async def driver(connection: AsyncConnection) -> asyncpg.Connection:
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    return raw
+
+
+async def claim(
+    engine: AsyncEngine, owner: str, per_user: int = 2, max_claims: int = 5
+) -> queue.ClaimedTask | None:
+    async with engine.connect() as connection:
         return await queue.claim_next_task(
-            connection, owner=owner, lease_seconds=30, per_user=per_user
+            await driver(connection),
+            owner=owner,
+            lease_seconds=30,
+            per_user=per_user,
+            max_claims=max_claims,
         )
 
 
 async def claim_buffers(connection: AsyncConnection, owner: str) -> int:
     """Shared buffers the claim statement touches (EXPLAIN ANALYZE, rolled back)."""
-    params: dict[str, Any] = {"owner": owner, "lease": 30, "per_user": 2}
+    params: dict[str, Any] = {"owner": owner, "lease": 30, "per_user": 2, "max_claims": 5}
     compiled = queue._CLAIM.bindparams(**params).compile(
         compile_kwargs={"literal_binds": True}, dialect=connection.dialect
     )
@@ -217,7 +231,9 @@ async def test_renewing_without_the_lock_does_not_restamp_the_lease(
 
     async def renew_and_read() -> tuple[bool, Any]:
         async with engine.connect() as connection:
-            renewed = await queue.renew_lease(connection, task_id, owner="me", lease_seconds=30)
+            renewed = await queue.renew_lease(
+                await driver(connection), task_id, owner="me", lease_seconds=30
+            )
             await connection.commit()
             stamped = await connection.scalar(
                 text("SELECT leased_at > now() - interval '1 minute' FROM tasks WHERE id = :id"),
@@ -290,7 +306,7 @@ async def test_finished_tasks_cost_the_claim_nothing_under_a_generic_plan(
             async with raw.transaction():  # the claim runs, then is rolled back
                 await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 plan = await raw.fetchval(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE generic_claim('me', 30, 2)"
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE generic_claim('me', 30, 5, 2)"
                 )
                 raise _RolledBack
         except _RolledBack:
@@ -300,3 +316,162 @@ async def test_finished_tasks_cost_the_claim_nothing_under_a_generic_plan(
     top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
     touched = int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
     assert touched < 200, touched
+
+
+# ------------------------------------------------- the claim enters the first stage
+
+
+async def history(engine: AsyncEngine, task_id: uuid.UUID) -> list[tuple[int, str, str]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT seq, kind, status FROM task_events WHERE task_id = :id ORDER BY seq"),
+            {"id": task_id},
+        )
+        return [(row.seq, row.kind, row.status) for row in rows]
+
+
+async def task_state(engine: AsyncEngine, task_id: uuid.UUID) -> dict[str, Any]:
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "SELECT status, last_event_seq, claim_count, lease_owner FROM tasks "
+                    "WHERE id = :id"
+                ),
+                {"id": task_id},
+            )
+        ).one()
+        return dict(row._mapping)
+
+
+async def test_the_claim_starts_a_new_task_and_records_each_step(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 1)
+    heard: list[str] = []
+    async with engine.connect() as listening:
+        listener = await driver(listening)
+
+        def on_notify(*args: Any) -> None:
+            heard.append(args[3])
+
+        await listener.add_listener("task_events", on_notify)
+        async with liveness_lock("me"):
+            claimed = await claim(engine, "me")
+        assert claimed is not None
+
+        async def both_heard() -> list[str] | None:
+            return heard if len(heard) == 2 else None
+
+        await eventually(both_heard, within=5, message="the two notifications")
+        await listener.remove_listener("task_events", on_notify)
+
+    assert claimed.status.value == "preprocessing"
+    assert await history(engine, claimed.id) == [
+        (1, "status", "started"),
+        (2, "status", "preprocessing"),
+    ]
+    assert await task_state(engine, claimed.id) == {
+        "status": "preprocessing",
+        "last_event_seq": 2,
+        "claim_count": 0,
+        "lease_owner": "me",
+    }
+    assert heard == [f"{claimed.id}:1", f"{claimed.id}:2"]
+
+
+async def set_task(engine: AsyncEngine, user: uuid.UUID, assignments: str) -> uuid.UUID:
+    async with engine.begin() as connection:
+        return uuid.UUID(
+            str(
+                await connection.scalar(
+                    text(f"UPDATE tasks SET {assignments} WHERE user_id = :user RETURNING id"),
+                    {"user": user},
+                )
+            )
+        )
+
+
+async def add_wav(engine: AsyncEngine, task_id: uuid.UUID) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO task_audio (task_id, kind, content, filename, content_type, size) "
+                "VALUES (:id, 'preprocessed', 'RIFF', 'audio.wav', 'audio/wav', 4)"
+            ),
+            {"id": task_id},
+        )
+
+
+async def test_a_resumed_task_enters_the_first_stage_without_output(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    started, transcribed = uuid.uuid4(), uuid.uuid4()
+    await add_tasks(engine, started, 1)
+    await add_tasks(engine, transcribed, 1)
+    # One stopped between `started` and its first stage; the other's holder vanished
+    # after transcribing (its lease expired), with the WAV and the transcription stored.
+    started_id = await set_task(engine, started, "status = 'started', last_event_seq = 1")
+    transcribed_id = await set_task(
+        engine,
+        transcribed,
+        "status = 'evaluating', result = 'a b', last_event_seq = 4, lease_owner = 'gone', "
+        "lease_expires_at = now() - interval '1 second', leased_at = now()",
+    )
+    await add_wav(engine, transcribed_id)
+
+    async with liveness_lock("me"):
+        first = await claim(engine, "me")
+        second = await claim(engine, "me")
+
+    assert first is not None
+    assert second is not None
+    by_id = {first.id: first, second.id: second}
+    assert by_id[started_id].status.value == "preprocessing"
+    assert await history(engine, started_id) == [(2, "status", "preprocessing")]
+    assert by_id[transcribed_id].status.value == "evaluating"  # no new transition
+    assert by_id[transcribed_id].claim_count == 1  # it took over an expired lease
+    assert by_id[transcribed_id].has_preprocessed_audio
+    assert await history(engine, transcribed_id) == []
+    assert (await task_state(engine, transcribed_id))["last_event_seq"] == 4
+
+
+async def test_a_task_interrupted_too_often_is_claimed_but_not_moved(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    user = uuid.uuid4()
+    await add_tasks(engine, user, 1)
+    task_id = await set_task(
+        engine,
+        user,
+        "status = 'created', claim_count = 2, lease_owner = 'gone', "
+        "lease_expires_at = now() - interval '1 second', leased_at = now()",
+    )
+
+    async with liveness_lock("me"):
+        claimed = await claim(engine, "me", max_claims=3)
+
+    assert claimed is not None
+    assert claimed.claim_count == 3  # the worker fails it next
+    assert claimed.status.value == "created"
+    assert await history(engine, task_id) == []
+    assert await task_state(engine, task_id) == {
+        "status": "created",
+        "last_event_seq": 0,
+        "claim_count": 3,
+        "lease_owner": "me",
+    }
+
+
+async def test_the_claim_serves_users_oldest_first_up_to_the_cap(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    early, late = uuid.uuid4(), uuid.uuid4()
+    await add_tasks(engine, early, 3)
+    await add_tasks(engine, late, 2)  # created a little later than `early`'s
+
+    async with liveness_lock("me"):
+        claimed = [await claim(engine, "me", per_user=1) for _ in range(3)]
+
+    assert [task.user_id if task else None for task in claimed] == [early, late, None]
