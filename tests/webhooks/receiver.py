@@ -71,7 +71,7 @@ class Receiver:
             return
         request = Request(scope, receive)
         body = await request.body()
-        headers = {key: value for key, value in request.headers.items()}
+        headers = dict(request.headers.items())
         webhook_id = headers.get("webhook-id", "")
         started = time.monotonic()
         try:
