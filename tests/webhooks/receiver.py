@@ -40,7 +40,7 @@ class Received:
     body: bytes
     verified: bool
     started: float
-    finished: float
+    finished: float | None
     answered: int | str
 
 
@@ -86,10 +86,22 @@ class Receiver:
             self._seen[webhook_id] += 1
             attempt = self._seen[webhook_id]
             action: int | str = self.script.popleft() if self.script else 200
-        if verified and action == 200 and attempt <= self.per_id_failures:
-            action = 500
-        if not verified:
-            action = 400
+            if verified and action == 200 and attempt <= self.per_id_failures:
+                action = 500
+            if not verified:
+                action = 400
+            # Recorded on arrival: a request whose sender dies never finishes.
+            record = Received(
+                webhook_id=webhook_id,
+                timestamp=headers.get("webhook-timestamp", ""),
+                signature=headers.get("webhook-signature", ""),
+                body=body,
+                verified=verified,
+                started=started,
+                finished=None,
+                answered=action,
+            )
+            self.received.append(record)
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
@@ -98,18 +110,11 @@ class Receiver:
         finally:
             with self._lock:
                 self._in_flight[webhook_id] -= 1
-                self.received.append(
-                    Received(
-                        webhook_id=webhook_id,
-                        timestamp=headers.get("webhook-timestamp", ""),
-                        signature=headers.get("webhook-signature", ""),
-                        body=body,
-                        verified=verified,
-                        started=started,
-                        finished=time.monotonic(),
-                        answered=action,
-                    )
-                )
+                record.finished = time.monotonic()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight.total()
 
     async def _answer(self, action: int | str) -> Response:
         if action == "hang":

@@ -202,7 +202,7 @@ async def test_hostile_receivers_cost_one_deadline_each_and_block_nobody(
             rows = await attempts(engine)
             return rows if len(rows) == 5 else None
 
-        rows = await all_tried() or await eventually(all_tried, message="five attempts")
+        rows: list[dict[str, object]] = await eventually(all_tried, message="five attempts")
 
     assert good_latency < 5.0  # a poll and a send; the hostile ones held only their slots
     by_outcome = sorted(str(row["outcome"]) for row in rows)
