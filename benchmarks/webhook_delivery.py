@@ -217,7 +217,38 @@ async def pipeline_run(
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    if not runs:
+        return float("nan")
     return round(float(statistics.median(run[key] for run in runs)), 3)
+
+
+async def measure_pipeline(
+    args: argparse.Namespace,
+    database: BenchDatabase,
+    logs: Any,
+    receiver: Receiver,
+    webhook: dict[str, str | int | float],
+) -> list[dict[str, Any]]:
+    """Part 2: runs without and with a callback, alternately, on one service process."""
+    pipeline: list[dict[str, Any]] = []
+    with fake_stages(18 * 1024) as fakes:
+        environment = service_environment(
+            database, fakes.ports, WORKER_CONCURRENCY=8, MAX_ACTIVE_TASKS_PER_USER=1000, **webhook
+        )
+        service = await asyncio.to_thread(
+            start_service, environment, logs, "bench-webhooks-pipeline", args.source
+        )
+        try:
+            for number in range(args.repeat):
+                for url in (None, receiver.url):
+                    label = "with" if url else "without"
+                    print(f"{args.tasks} tasks {label} a callback ({number + 1}) ...", flush=True)
+                    pipeline.append(
+                        await pipeline_run(database, service, url, args.tasks, args.timeout)
+                    )
+        finally:
+            service.stop()
+    return pipeline
 
 
 # ------------------------------------------------------------------------- run
@@ -227,7 +258,7 @@ async def run(args: argparse.Namespace) -> None:
     report = Report("webhook_delivery")
     receiver = Receiver()
     await receiver.start()
-    webhook = {
+    webhook: dict[str, str | int | float] = {
         "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         "WEBHOOK_CONCURRENCY": args.concurrency,
@@ -246,7 +277,7 @@ async def run(args: argparse.Namespace) -> None:
                 throughput: list[dict[str, Any]] = []
                 try:
                     for number in range(args.repeat):
-                        print(f"delivering {args.deliveries} ({number + 1}/{args.repeat}) ...")
+                        print(f"delivering {args.deliveries} ({number + 1}) ...", flush=True)
                         throughput.append(
                             await throughput_run(
                                 database, service, receiver, args.deliveries, args.timeout
@@ -254,27 +285,11 @@ async def run(args: argparse.Namespace) -> None:
                         )
                 finally:
                     service.stop()
-                pipeline: list[dict[str, Any]] = []
-                with fake_stages(18 * 1024) as fakes:
-                    environment = service_environment(
-                        database, fakes.ports, WORKER_CONCURRENCY=8,
-                        MAX_ACTIVE_TASKS_PER_USER=1000, **webhook,
-                    )  # fmt: skip
-                    service = await asyncio.to_thread(
-                        start_service, environment, logs, "bench-webhooks-pipeline", args.source
-                    )
-                    try:
-                        for number in range(args.repeat):
-                            for url in (None, receiver.url):
-                                label = "with" if url else "without"
-                                print(f"{args.tasks} tasks {label} a callback ({number + 1}) ...")
-                                pipeline.append(
-                                    await pipeline_run(
-                                        database, service, url, args.tasks, args.timeout
-                                    )
-                                )
-                    finally:
-                        service.stop()
+                pipeline = (
+                    await measure_pipeline(args, database, logs, receiver, webhook)
+                    if args.tasks
+                    else []
+                )
     finally:
         await receiver.stop()
 
@@ -290,7 +305,7 @@ async def run(args: argparse.Namespace) -> None:
     )  # fmt: skip
     without = [run for run in pipeline if not run["callback"]]
     with_callback = [run for run in pipeline if run["callback"]]
-    summary = {
+    summary: dict[str, float] = {
         "deliveries_per_second_median": median_of(throughput, "deliveries_per_second"),
         "service_cpu_ms_per_delivery_median": median_of(throughput, "service_cpu_ms_per_delivery"),
         "service_cpu_ms_per_task_without": median_of(without, "service_cpu_ms_per_task"),
