@@ -83,6 +83,7 @@ class DeliveryWorker:
         self.max_age_seconds = settings.webhook_max_age_hours * 3600
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._grace_ends: float | None = None  # loop time; set by the stop signal
         self._loop: asyncio.Task[None] | None = None
         self._sending: dict[asyncio.Task[None], uuid.UUID] = {}
 
@@ -100,6 +101,10 @@ class DeliveryWorker:
         self._wakeup.set()
 
     def begin_stop(self) -> None:
+        """Stop claiming now; attempts under way get the grace period from this moment."""
+        if self._grace_ends is None:
+            loop = asyncio.get_running_loop()
+            self._grace_ends = loop.time() + self.settings.shutdown_grace_seconds
         self._stopping = True
         self.wake()
 
@@ -112,9 +117,10 @@ class DeliveryWorker:
                 await self._loop
         if not self._sending:
             return
-        _, unfinished = await asyncio.wait(
-            list(self._sending), timeout=self.settings.shutdown_grace_seconds
-        )
+        # The grace period runs from the signal, alongside the pipeline's, not after it.
+        assert self._grace_ends is not None
+        left = max(0.0, self._grace_ends - asyncio.get_running_loop().time())
+        _, unfinished = await asyncio.wait(list(self._sending), timeout=left)
         ids = [self._sending[task] for task in unfinished]
         for task in unfinished:
             task.cancel()

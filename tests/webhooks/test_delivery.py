@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -50,6 +51,7 @@ async def test_a_task_run_by_the_pipeline_is_delivered_as_its_detail_shows_it(
         others = await client.get(
             f"/tasks/{task_id}/deliveries", headers={"X-User-Id": str(uuid.uuid4())}
         )
+        metrics = (await client.get("/metrics")).text
 
     [delivery] = receiver.accepted()
     body = json.loads(delivery.body)
@@ -70,6 +72,10 @@ async def test_a_task_run_by_the_pipeline_is_delivered_as_its_detail_shows_it(
         (1, 200, "delivered")
     ]
     assert others.status_code == 404
+    assert 'ilps_webhook_attempts_total{outcome="delivered"} 1.0' in metrics
+    assert 'ilps_webhook_deliveries_total{state="delivered"} 1.0' in metrics
+    assert "ilps_webhooks_pending 0.0" in metrics
+    assert "ilps_oldest_pending_webhook_age_seconds 0.0" in metrics
 
 
 async def test_a_receiver_down_then_up_gets_everything_with_the_same_ids(
@@ -86,6 +92,10 @@ async def test_a_receiver_down_then_up_gets_everything_with_the_same_ids(
         return len(rows) == 6 and all(row["attempts"] >= 2 for row in rows)
 
     await eventually(retried, message="every delivery to fail twice")
+    metrics = (await client.get("/metrics")).text
+    assert "ilps_webhooks_pending 6.0" in metrics
+    [age] = re.findall(r"^ilps_oldest_pending_webhook_age_seconds (\S+)$", metrics, re.M)
+    assert float(age) > 0
     receiver.start()
     try:
         rows = await wait_states(engine, 6)

@@ -125,3 +125,25 @@ async def test_two_processes_never_send_one_delivery_twice_at_once(
     assert numbers == {webhook_id: [1, 2, 3] for webhook_id in ids}
     assert sum(sent) == 3 * count
     assert all(share > 0 for share in sent), sent  # both processes took part
+
+
+async def test_sigterm_hands_an_attempt_back_for_the_next_process(
+    service_process: ProcessFactory, engine: AsyncEngine, receiver: Receiver
+) -> None:
+    """An attempt still running at the end of the grace period is handed back at once,
+    not left to its lease: the next process delivers it without waiting."""
+    receiver.script.append("hang")
+    with service_process("stopped", MANAGER_WEBHOOK_TIMEOUT_SECONDS="60") as first:
+        [task_id] = await create_tasks(first.base_url, receiver.url, 1)
+        await finish(engine, [task_id])
+        await eventually(receiver.in_flight, message="the attempt to reach the receiver")
+        took = first.terminate(within=15)
+    assert took < 1 + 5  # the grace period (1 s) and a margin
+    [row] = await deliveries(engine)
+    assert row["lease_owner"] is None
+    assert row["state"] == "pending"
+
+    # A lease of 60 + 5 s would still run: only the hand-back lets this be prompt.
+    with service_process("next", MANAGER_WEBHOOK_TIMEOUT_SECONDS="60"):
+        await wait_states(engine, 1, within=20)
+    assert receiver.accepted_ids() == {str(row["id"]): 1}

@@ -68,6 +68,17 @@ async def test_refused_urls(url: str) -> None:
         await policy.check(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["https://localhost/", "https://2130706433/", "https://0x7f000001/", "https://127.1/"],
+)
+async def test_other_spellings_of_loopback_are_refused_by_what_they_resolve_to(url: str) -> None:
+    """The system resolver turns decimal, hex and short forms into 127.0.0.1; the policy
+    judges the addresses, never the spelling."""
+    with pytest.raises(CallbackRefused):
+        await CallbackPolicy([]).check(url)
+
+
 async def test_allowed_urls() -> None:
     dns = FakeDns()
     policy = CallbackPolicy(["internal.example.org", "127.0.0.1"], dns)
