@@ -23,6 +23,9 @@ from app.db.models import CALLBACK_URL_MAX_LENGTH
 IPAddress = IPv4Address | IPv6Address
 # host, port → its addresses. Injectable, so a test can make a name resolve to 10.x.
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+# A client chooses the name; a resolver that stalls on it must not hold the request (nor
+# the threads `getaddrinfo` runs on) for long. At send time the attempt's deadline rules.
+RESOLVE_SECONDS = 5.0
 
 
 class CallbackRefused(Exception):
@@ -103,8 +106,9 @@ class CallbackPolicy:
             found = [literal]
         else:
             try:
-                found = await self.resolver(host, port)
-            except OSError as error:
+                async with asyncio.timeout(RESOLVE_SECONDS):
+                    found = await self.resolver(host, port)
+            except (OSError, TimeoutError) as error:
                 raise CallbackRefused(f"the callback host {host} does not resolve") from error
         if not found:
             raise CallbackRefused(f"the callback host {host} does not resolve")
