@@ -32,6 +32,11 @@ class CallbackRefused(Exception):
     """The URL or the addresses it resolves to break the policy; the message says why."""
 
 
+class HostNotResolved(CallbackRefused):
+    """No address (yet): refused at creation, but at send time retried like a lost
+    connection, since DNS trouble passes."""
+
+
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
     """Every address the system resolver gives for `host`, in its order, without repeats."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -109,9 +114,9 @@ class CallbackPolicy:
                 async with asyncio.timeout(RESOLVE_SECONDS):
                     found = await self.resolver(host, port)
             except (OSError, TimeoutError) as error:
-                raise CallbackRefused(f"the callback host {host} does not resolve") from error
+                raise HostNotResolved(f"the callback host {host} does not resolve") from error
         if not found:
-            raise CallbackRefused(f"the callback host {host} does not resolve")
+            raise HostNotResolved(f"the callback host {host} does not resolve")
         if not self.is_trusted(host):
             for address in found:
                 if not is_public(address):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.webhooks.policy import CallbackRefused
+from app.webhooks.policy import CallbackRefused, HostNotResolved
 from app.webhooks.signing import webhook_headers
 
 RESPONSE_BYTES_READ = 4096
@@ -61,6 +61,8 @@ async def send_once(
                 status_code = response.status_code
     except TimeoutError:
         return AttemptResult("timeout", detail=f"no complete answer within {deadline:g}s")
+    except HostNotResolved as unresolved:
+        return AttemptResult("connection_error", detail=str(unresolved))
     except CallbackRefused as refused:
         return AttemptResult("refused", detail=str(refused))
     except httpx.TimeoutException:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.main import create_app
 from app.webhooks.policy import CallbackPolicy, CallbackRefused, IPAddress
 from tests.conftest import serve
+from tests.waiting import eventually
 from tests.webhooks.conftest import (
     create_task,
     create_with_callback,
@@ -164,3 +165,22 @@ async def test_the_metadata_address_is_refused_at_send_time_too(
     [attempt] = listed.json()[0]["attempts"]
     assert attempt["outcome"] == "refused"
     assert "169.254.169.254" in attempt["detail"]
+
+
+async def test_a_host_that_stops_resolving_is_retried_not_refused(
+    database_url: URL, clean_database: None, engine: AsyncEngine
+) -> None:
+    """DNS trouble at send time passes: the delivery stays pending and is tried again."""
+    dns = FakeDns()
+    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
+    async with serve(app) as client:
+        task_id = await create_task(client, uuid.uuid4(), "https://hooks.example.org/hook")
+        del dns.names["hooks.example.org"]
+        await finish(engine, [task_id])
+
+        async def retried() -> dict[str, object] | None:
+            [row] = await deliveries(engine)
+            return row if int(str(row["attempts"])) >= 2 else None
+
+        row = await eventually(retried, message="a second attempt")
+    assert row["state"] == "pending"
