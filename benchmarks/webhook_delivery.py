@@ -316,6 +316,16 @@ async def run(args: argparse.Namespace) -> None:
     summary["service_cpu_ms_added_per_task"] = round(
         summary["service_cpu_ms_per_task_with"] - summary["service_cpu_ms_per_task_without"], 3
     )
+    # Each repetition runs "without" then "with" back to back: their difference is less
+    # exposed to the machine's load drifting between repetitions than the medians are.
+    pairs = list(zip(without, with_callback, strict=True))
+    if pairs:
+        summary["service_cpu_ms_added_per_task_pairwise_median"] = round(
+            statistics.median(
+                w["service_cpu_ms_per_task"] - o["service_cpu_ms_per_task"] for o, w in pairs
+            ),
+            3,
+        )
     summary["postgres_cpu_ms_added_per_task"] = round(
         summary["postgres_cpu_ms_per_task_with"] - summary["postgres_cpu_ms_per_task_without"], 3
     )
