@@ -184,7 +184,8 @@ class DeliveryWorker:
         self._sending.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery failed", exc_info=task.exception())
-        self.wake()  # a slot is free, and a retry may be due sooner than the poll
+        # No wake-up here: a claim after every send would cost two queries per delivery
+        # when deliveries trickle in. A full dispatcher waits on the sends themselves.
 
     async def _idle(self) -> None:
         timeout = self.settings.webhook_poll_seconds
@@ -237,7 +238,10 @@ class DeliveryWorker:
         if not written:
             log.warning("webhook %s: lease lost before its result was written", delivery.id)
             return
-        if state != outbox.PENDING:
+        if state == outbox.PENDING:
+            # Retry when due rather than at the next poll.
+            asyncio.get_running_loop().call_later(retry_in, self.wake)
+        else:
             self.metrics.webhook_deliveries.labels(state).inc()
         if state not in ("delivered", outbox.PENDING):
             log.warning(
