@@ -175,10 +175,21 @@ async def release(connection: AsyncConnection, ids: list[uuid.UUID], *, owner: s
 
 
 async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
+    """When the next pending delivery can be claimed: its retry time, or its lease's end
+    while another attempt holds it (in flight now is not "due now").
+
+    Only the first rows of the queue are looked at, through its index: during an outage
+    thousands may be pending, and this runs on every idle round.
+    """
     value = await connection.scalar(
         text(
-            f"SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM webhook_deliveries "
-            f"WHERE state = '{PENDING}'"
+            f"""
+            SELECT extract(epoch FROM min(greatest(next_attempt_at, lease_expires_at)) - now())
+            FROM (
+                SELECT next_attempt_at, lease_expires_at FROM webhook_deliveries
+                WHERE state = '{PENDING}' ORDER BY next_attempt_at LIMIT 100
+            ) AS first
+            """
         )
     )
     return None if value is None else float(value)
