@@ -219,7 +219,7 @@ async def test_hostile_receivers_cost_one_deadline_each_and_block_nobody(
     # trickle, hang → timeout; huge → read up to the cap only, then 200; redirect → retried
     assert by_outcome == ["delivered", "delivered", "redirect", "timeout", "timeout"]
     for row in rows:
-        assert float(str(row["duration_seconds"])) < 1.0 + 0.5
+        assert float(str(row["duration_seconds"])) < 1.0 + 1.0  # the deadline, and a margin
 
 
 async def test_no_delivery_for_a_rolled_back_ending_nor_without_a_callback(
