@@ -7,6 +7,8 @@ Everything is read from the environment or a `.env` file with the `MANAGER_` pre
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
@@ -170,6 +172,29 @@ class Settings(BaseSettings):
             address = address.ipv4_mapped
         return any(address in network for network in self.trusted_clients)
 
+    # Completion webhooks (see app/webhooks and docs/webhooks.md). One secret, or two
+    # separated by a space while rotating: both sign every delivery.
+    webhook_secret: SecretStr | None = None
+    # Hosts (names or IP literals, comma-separated) that may take `http` callbacks and
+    # resolve to private, loopback or link-local addresses: internal receivers.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="A whole attempt.")
+    webhook_max_age_hours: float = Field(default=24.0, gt=0)
+    webhook_backoff_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
+    webhook_concurrency: int = Field(default=8, ge=0, description="0 sends nothing here.")
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """`lms-bridge, 10.0.0.7` (compared case-insensitively, without a trailing dot)."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(item).strip().lower().rstrip(".") for item in value if str(item).strip()]
+        return value
+
     # Live streams (see app/events).
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     sse_max_followers: int = Field(default=20000, ge=1)
@@ -223,6 +248,8 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 "MANAGER_AUTH_JWT_SECRET is too short: use at least 32 random characters"
             )
+        if self.webhook_secret is not None:
+            check_webhook_secrets(self.webhook_secret.get_secret_value())
         if self.graylog_enable and not self.graylog_host:
             missing.append("MANAGER_GRAYLOG_HOST")
         if missing:
@@ -239,6 +266,53 @@ class Settings(BaseSettings):
                 f"MANAGER_PIPELINE_BACKOFF_MAX_SECONDS ({cap:g}): every retry would wait "
                 "the maximum; lower the base or raise the maximum"
             )
+        base, cap = self.webhook_backoff_base_seconds, self.webhook_backoff_max_seconds
+        if base > cap:
+            raise ConfigurationError(
+                f"MANAGER_WEBHOOK_BACKOFF_BASE_SECONDS ({base:g}) exceeds "
+                f"MANAGER_WEBHOOK_BACKOFF_MAX_SECONDS ({cap:g}): lower the base or raise "
+                "the maximum"
+            )
+
+    @property
+    def webhook_keys(self) -> list[bytes]:
+        """The signing keys (one, or two while rotating); empty: no webhooks."""
+        if self.webhook_secret is None:
+            return []
+        return check_webhook_secrets(self.webhook_secret.get_secret_value())
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+# Standard Webhooks asks for 24 to 64 random bytes; shorter keys are refused at start.
+WEBHOOK_KEY_MIN_BYTES = 16
+
+
+def check_webhook_secrets(value: str) -> list[bytes]:
+    """The keys of `whsec_<base64> [whsec_<base64>]`, or a one-line `ConfigurationError`."""
+    secrets = value.split()
+    if not 1 <= len(secrets) <= 2:
+        raise ConfigurationError(
+            "MANAGER_WEBHOOK_SECRET must hold one secret, or two separated by a space while "
+            "rotating"
+        )
+    keys: list[bytes] = []
+    for number, secret in enumerate(secrets, start=1):
+        problem = f"MANAGER_WEBHOOK_SECRET (secret {number} of {len(secrets)})"
+        if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+            raise ConfigurationError(f"{problem} must start with {WEBHOOK_SECRET_PREFIX}")
+        try:
+            key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigurationError(
+                f"{problem} is not base64 after {WEBHOOK_SECRET_PREFIX}"
+            ) from None
+        if len(key) < WEBHOOK_KEY_MIN_BYTES:
+            raise ConfigurationError(
+                f"{problem} is too short: use at least {WEBHOOK_KEY_MIN_BYTES} random bytes "
+                "(24 to 64 recommended)"
+            )
+        keys.append(key)
+    return keys
 
 
 def setting_names() -> frozenset[str]:

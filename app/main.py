@@ -28,6 +28,10 @@ from app.pipeline.workers import WorkerPool
 from app.runtime import Runtime
 from app.signals import observe_stop_signals
 from app.upload_memory import UploadMemory
+from app.webhooks import outbox
+from app.webhooks.policy import CallbackPolicy, Resolver
+from app.webhooks.transport import guarded_client
+from app.webhooks.worker import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +79,13 @@ async def _service_urls(settings: Settings, stack: AsyncExitStack) -> dict[Stage
     return urls
 
 
-def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAPI:
-    """Build the app; nothing connects until the lifespan starts."""
+def create_app(
+    settings: Settings, *, database_url: URL | None = None, resolver: Resolver | None = None
+) -> FastAPI:
+    """Build the app; nothing connects until the lifespan starts.
+
+    `resolver` replaces the system's DNS for webhook callbacks (tests of the SSRF rules).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,20 +113,47 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
             hub.start()
             stack.push_async_callback(hub.stop)
             workers.start()
+            webhook_policy = CallbackPolicy(settings.webhook_allowed_hosts, resolver)
+            webhook_client = guarded_client(
+                webhook_policy,
+                timeout=settings.webhook_timeout_seconds,
+                connections=max(1, settings.webhook_concurrency),
+            )
+            stack.push_async_callback(webhook_client.aclose)
+            deliveries = DeliveryWorker(
+                settings,
+                database,
+                metrics,
+                render=resources.webhook_task_data,
+                policy=webhook_policy,
+                client=webhook_client,
+            )
+            deliveries.start()
 
             async def read_queue() -> tuple[int, float]:
                 async with database.autocommit.connect() as connection:
                     return await waiting_summary(connection)
 
+            async def read_webhooks() -> tuple[int, float]:
+                async with database.autocommit.connect() as connection:
+                    return await outbox.pending_summary(connection)
+
             metrics.live.attach(
                 held=lambda: workers.held,
                 followers=lambda: hub.follower_count,
                 read_queue=read_queue,
+                read_webhooks=read_webhooks,
             )
-            # Runs first on the way out: stop claiming and hand back held tasks.
+            # Run first on the way out: stop claiming, hand back held tasks and deliveries.
+            stack.push_async_callback(deliveries.stop)
             stack.push_async_callback(workers.stop)
+
+            def begin_stop() -> None:
+                workers.begin_stop()
+                deliveries.begin_stop()
+
             # The stop signal stops claiming at once, not after uvicorn's drain.
-            stack.callback(observe_stop_signals(workers.begin_stop))
+            stack.callback(observe_stop_signals(begin_stop))
             app.state.runtime = Runtime(
                 settings=settings,
                 database=database,
@@ -127,6 +163,8 @@ def create_app(settings: Settings, *, database_url: URL | None = None) -> FastAP
                 hub=hub,
                 metrics=metrics,
                 upload_memory=UploadMemory(int(settings.upload_memory_mb * 1024 * 1024)),
+                webhook_policy=webhook_policy,
+                deliveries=deliveries,
             )
             # Everything built so far lives as long as the process: keep it out of the
             # collector's full passes, which otherwise pause requests for milliseconds.

@@ -41,8 +41,11 @@ class LiveGauges(Collector):
         self._held: Callable[[], int] = lambda: 0
         self._followers: Callable[[], int] = lambda: 0
         self._read_queue: Callable[[], Awaitable[tuple[int, float]]] | None = None
+        self._read_webhooks: Callable[[], Awaitable[tuple[int, float]]] | None = None
         self._waiting = 0
         self._oldest_age = 0.0
+        self._webhooks_pending = 0
+        self._oldest_webhook_age = 0.0
 
     def attach(
         self,
@@ -50,8 +53,10 @@ class LiveGauges(Collector):
         held: Callable[[], int],
         followers: Callable[[], int],
         read_queue: Callable[[], Awaitable[tuple[int, float]]],
+        read_webhooks: Callable[[], Awaitable[tuple[int, float]]] | None = None,
     ) -> None:
         self._held, self._followers, self._read_queue = held, followers, read_queue
+        self._read_webhooks = read_webhooks
 
     async def refresh(self) -> None:
         if self._read_queue is None:
@@ -61,6 +66,13 @@ class LiveGauges(Collector):
                 self._waiting, self._oldest_age = await self._read_queue()
         except Exception:
             log.debug("queue gauges not refreshed", exc_info=True)
+        if self._read_webhooks is None:
+            return
+        try:
+            async with asyncio.timeout(QUEUE_READ_SECONDS):
+                self._webhooks_pending, self._oldest_webhook_age = await self._read_webhooks()
+        except Exception:
+            log.debug("webhook gauges not refreshed", exc_info=True)
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
@@ -77,6 +89,16 @@ class LiveGauges(Collector):
             "ilps_tasks_in_flight", "Tasks this process's workers hold now.", value=self._held()
         )
         yield GaugeMetricFamily(
+            "ilps_webhooks_pending",
+            "Webhook deliveries not yet made nor given up (whole database).",
+            value=self._webhooks_pending,
+        )
+        yield GaugeMetricFamily(
+            "ilps_oldest_pending_webhook_age_seconds",
+            "Age of the oldest pending webhook delivery, since its task ended (0: none).",
+            value=self._oldest_webhook_age,
+        )
+        yield GaugeMetricFamily(
             "ilps_sse_followers", "Open task streams on this process.", value=self._followers()
         )
 
@@ -91,6 +113,8 @@ class Metrics:
     downstream_calls: Counter
     stage_retries: Counter
     live: LiveGauges
+    webhook_attempts: Counter
+    webhook_deliveries: Counter
     http_requests: Counter
     http_request_duration: Histogram
 
@@ -140,6 +164,17 @@ def create_metrics() -> Metrics:
             registry=registry,
         ),
         live=live,
+        webhook_attempts=Counter(
+            "ilps_webhook_attempts",
+            "Webhook attempts by outcome (delivered, gone, redirect, rejected, server_error, "
+            "timeout, connection_error, refused).",
+            ["outcome"], registry=registry,
+        ),
+        webhook_deliveries=Counter(
+            "ilps_webhook_deliveries",
+            "Webhook deliveries ended, by final state (delivered, disabled, expired, refused).",
+            ["state"], registry=registry,
+        ),
         http_requests=Counter(
             "ilps_http_requests", "HTTP requests by route template, method and status.",
             ["route", "method", "status"], registry=registry,

@@ -12,6 +12,8 @@ from app.metrics import Metrics
 from app.pipeline.clients import StageClients
 from app.pipeline.workers import WorkerPool
 from app.upload_memory import UploadMemory
+from app.webhooks.policy import CallbackPolicy
+from app.webhooks.worker import DeliveryWorker
 
 
 @dataclass
@@ -24,3 +26,5 @@ class Runtime:
     hub: EventHub
     metrics: Metrics
     upload_memory: UploadMemory
+    webhook_policy: CallbackPolicy
+    deliveries: DeliveryWorker

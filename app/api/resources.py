@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import ReadSessionDep, RuntimeDep, SessionDep, UserIdDep, read_connection
 from app.api.listing import JSONBytes, task_page_body
@@ -15,17 +16,20 @@ from app.api.schemas import (
     StageReport,
     TaskPageResponse,
     TaskResource,
+    WebhookDeliveryReport,
 )
 from app.api.upload_route import ResourceRoute
 from app.api.uploads import (
     UPLOAD_FORM_LIMITS,
     UPLOAD_RESPONSES,
-    UploadDep,
+    ResourceUploadDep,
     create_from_upload,
     require_multipart,
 )
 from app.db.status import TaskStatus
 from app.tasks import service
+from app.tasks.errors import TaskNotFound
+from app.webhooks import outbox
 
 router = APIRouter(
     prefix="/tasks", tags=["tasks"], responses=UNAUTHENTICATED, route_class=ResourceRoute
@@ -53,7 +57,7 @@ async def create_task(
     runtime: RuntimeDep,
     user_id: UserIdDep,
     response: Response,
-    upload: UploadDep,
+    upload: ResourceUploadDep,
 ) -> TaskResource:
     """Store the task with its audio; `Location` names the new resource."""
     created = await create_from_upload(session, runtime, user_id, upload)
@@ -109,9 +113,42 @@ async def delete_task(session: SessionDep, user_id: UserIdDep, task_id: uuid.UUI
 async def read_task(
     session: ReadSessionDep, user_id: UserIdDep, task_id: uuid.UUID
 ) -> TaskResource:
+    return await task_detail(session, user_id, task_id)
+
+
+@router.get(
+    "/{task_id}/deliveries",
+    response_model=list[WebhookDeliveryReport],
+    summary="The task's completion webhooks and their attempts",
+    responses=NOT_FOUND,
+)
+async def list_deliveries(
+    session: ReadSessionDep, user_id: UserIdDep, task_id: uuid.UUID
+) -> list[WebhookDeliveryReport]:
+    """Empty until the task ends (and always without a `callback_url`)."""
+    await service.get_task(session, user_id, task_id)  # the owner's, or 404
+    reports = await outbox.task_deliveries(await session.connection(), task_id)
+    return [WebhookDeliveryReport.model_validate(report) for report in reports]
+
+
+async def task_detail(
+    session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID
+) -> TaskResource:
+    """The detail route's body; a completion webhook's `data` is the same document."""
     task, timings = await service.get_task_with_stages(session, user_id, task_id)
     resource = TaskResource.model_validate(task)
     resource.stages = [
         StageReport.model_validate(timing, from_attributes=True) for timing in timings
     ]
     return resource
+
+
+async def webhook_task_data(
+    session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """The detail as JSON-ready data, for the delivery workers (None: the task is gone)."""
+    try:
+        resource = await task_detail(session, user_id, task_id)
+    except TaskNotFound:
+        return None
+    return resource.model_dump(mode="json")

@@ -157,6 +157,7 @@ class TaskResource(TaskSummary):
                     "completed_at": "2026-11-27T10:15:09.5+00:00",
                     "result": "p l i z k ɔ l s t ɛ l ə",
                     "mistakes": [_MISTAKE_EXAMPLE],
+                    "callback_url": "https://lms.example.org/hooks/ilps",
                     "stages": [
                         {
                             "stage": "preprocessing",
@@ -173,7 +174,44 @@ class TaskResource(TaskSummary):
 
     result: str | None
     mistakes: list[Any] | None
+    callback_url: str | None = Field(
+        default=None, description="Where the completion webhook goes (docs/webhooks.md)."
+    )
     stages: list[StageReport] = Field(default_factory=list)
+
+
+class WebhookAttemptReport(BaseModel):
+    """One try of a webhook delivery."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int = Field(examples=[1])
+    started_at: datetime
+    duration_seconds: float
+    status_code: int | None = Field(examples=[503], description="None: no HTTP answer.")
+    outcome: str = Field(
+        examples=["server_error"],
+        description="delivered, gone (410), redirect, rejected (4xx), server_error, timeout, "
+        "connection_error or refused (the address policy).",
+    )
+    detail: str | None
+
+
+class WebhookDeliveryReport(BaseModel):
+    """A completion webhook of the task: its id (`webhook-id`), state and attempts."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    event_type: str = Field(examples=["task.completed"])
+    callback_url: str
+    state: str = Field(
+        examples=["delivered"], description="pending, delivered, disabled, expired or refused."
+    )
+    created_at: datetime
+    next_attempt_at: datetime | None
+    finished_at: datetime | None
+    attempts: list[WebhookAttemptReport]
 
 
 class TaskPageResponse(BaseModel):

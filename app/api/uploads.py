@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from tempfile import SpooledTemporaryFile
 from typing import Annotated, Any, TypedDict
 
@@ -15,10 +15,11 @@ from starlette.formparsers import MultiPartParser
 
 from app.api.schemas import ErrorResponse
 from app.config import Settings
-from app.db.models import METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
+from app.db.models import CALLBACK_URL_MAX_LENGTH, METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
 from app.runtime import Runtime
 from app.tasks import service
 from app.tasks.service import CreatedTask, NewTask
+from app.webhooks.policy import CallbackRefused
 
 
 # The form has one file and three text fields (title, text_id, and user_id on the legacy
@@ -95,6 +96,7 @@ class Upload:
     title: str
     text_id: uuid.UUID
     idempotency_key: str | None
+    callback_url: str | None = None
 
 
 async def upload_parts(
@@ -107,6 +109,38 @@ async def upload_parts(
 
 
 UploadDep = Annotated[Upload, Depends(upload_parts)]
+
+CallbackUrlField = Annotated[
+    str | None,
+    Form(
+        min_length=1,
+        max_length=CALLBACK_URL_MAX_LENGTH,
+        description=(
+            "Where to POST a signed webhook when the task completes or fails "
+            "(https; see docs/webhooks.md)."
+        ),
+        examples=["https://lms.example.org/hooks/ilps"],
+    ),
+]
+
+
+async def resource_upload_parts(
+    file: FileField,
+    title: TitleField,
+    text_id: TextIdField,
+    idempotency_key: IdempotencyKeyHeader = None,
+    callback_url: CallbackUrlField = None,
+) -> Upload:
+    return Upload(
+        file=file,
+        title=title,
+        text_id=text_id,
+        idempotency_key=idempotency_key,
+        callback_url=callback_url,
+    )
+
+
+ResourceUploadDep = Annotated[Upload, Depends(resource_upload_parts)]
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body."},
     400: {"model": ErrorResponse, "description": "Malformed multipart, or a part over its cap."},
@@ -127,6 +161,7 @@ async def create_from_upload(
         # A small file is still in memory after parsing: move it to disk before it waits,
         # so that waiting uploads hold nothing outside the budget.
         spooled.rollover()
+    callback_url = await check_callback(runtime, upload.callback_url)
     async with memory.reserve(size):
         new = await read_upload(
             runtime.settings,
@@ -135,10 +170,28 @@ async def create_from_upload(
             title=upload.title,
             file=upload.file,
         )
+        if callback_url is not None:
+            new = replace(new, callback_url=callback_url)
         created = await service.create_task(session, new, idempotency_key=upload.idempotency_key)
     if not created.replayed:
         runtime.metrics.tasks_created.inc()
     return created
+
+
+async def check_callback(runtime: Runtime, url: str | None) -> str | None:
+    """The callback URL to store, or a 422 saying why it is refused (before the audio)."""
+    if url is None:
+        return None
+    if not runtime.settings.webhook_keys:
+        raise field_error(
+            "callback_url",
+            "This service sends no webhooks (no MANAGER_WEBHOOK_SECRET is configured).",
+            url,
+        )
+    try:
+        return await runtime.webhook_policy.check(url)
+    except CallbackRefused as refused:
+        raise field_error("callback_url", f"{refused}.", url) from None
 
 
 async def read_upload(

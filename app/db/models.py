@@ -27,6 +27,7 @@ from app.db.status import TERMINAL_SQL, TaskStatus
 
 DEFAULT_TITLE = "Упражнение"
 TITLE_MAX_LENGTH = 50
+CALLBACK_URL_MAX_LENGTH = 2048
 METADATA_MAX_LENGTH = 255  # the upload's filename and content type, as the client sent them
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in TaskStatus)
 # A partial index's predicate must be a literal: spelled out from the one list.
@@ -69,6 +70,8 @@ class Task(Base):
     # Counts every claim, so a task that keeps killing its worker is failed, not retried forever.
     claim_count: Mapped[int] = mapped_column(Integer, server_default="0")
     last_event_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Where a completion webhook goes (app/webhooks); NULL: nobody is told.
+    callback_url: Mapped[str | None] = mapped_column(String(CALLBACK_URL_MAX_LENGTH))
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status_known"),
@@ -163,3 +166,68 @@ class TaskEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (CheckConstraint("kind IN ('status', 'retry')", name="kind_known"),)
+
+
+DELIVERY_STATES = ("pending", "delivered", "disabled", "expired", "refused")
+
+
+class WebhookDelivery(Base):
+    """One completion webhook to send: the outbox row, and the job of the delivery workers.
+
+    Written by a trigger on `tasks` (migration 0003) in the transaction that makes the
+    task terminal, never by the pipeline's code. `id` is the `webhook-id` of every attempt;
+    `payload` is built once, at the first claim, so every attempt sends the same bytes.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE")
+    )
+    event_type: Mapped[str] = mapped_column(String(32))
+    callback_url: Mapped[str] = mapped_column(String(CALLBACK_URL_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "state IN (" + ", ".join(f"'{state}'" for state in DELIVERY_STATES) + ")",
+            name="state_known",
+        ),
+        Index("ix_webhook_deliveries_task_id", "task_id"),
+        # The delivery workers' queue: only what is still to be sent, soonest first.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery and how it ended (shown by GET /tasks/{id}/deliveries)."""
+
+    __tablename__ = "webhook_attempts"
+
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(24))
+    detail: Mapped[str | None] = mapped_column(Text)

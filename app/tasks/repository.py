@@ -49,6 +49,7 @@ async def insert_task(
     title: str,
     idempotency_key: str | None,
     request_fingerprint: str | None,
+    callback_url: str | None = None,
 ) -> Task | None:
     """Insert a task; None when the user's idempotency key is already taken (a retry race)."""
     statement = (
@@ -59,6 +60,7 @@ async def insert_task(
             title=title,
             idempotency_key=idempotency_key,
             request_fingerprint=request_fingerprint,
+            callback_url=callback_url,
         )
         .on_conflict_do_nothing(
             index_elements=[Task.user_id, Task.idempotency_key],

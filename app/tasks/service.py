@@ -35,6 +35,7 @@ class NewTask:
     audio: bytes
     filename: str | None
     content_type: str | None
+    callback_url: str | None = None
 
     def fingerprint(self) -> str:
         """What makes two uploads "the same request" for idempotency."""
@@ -43,6 +44,8 @@ class NewTask:
             digest.update(part.encode())
             digest.update(b"\0")
         digest.update(hashlib.sha256(self.audio).digest())
+        if self.callback_url is not None:  # absent: the same fingerprints as before
+            digest.update(b"\0callback\0" + self.callback_url.encode())
         return digest.hexdigest()
 
 
@@ -74,6 +77,7 @@ async def create_task(
         title=new.title,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
+        callback_url=new.callback_url,
     )
     if task is None:
         # A concurrent retry with the same key won the insert; answer with its task.

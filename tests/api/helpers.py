@@ -34,9 +34,10 @@ async def resource_upload(
     text_id: uuid.UUID | None = None,
     audio: bytes = PCM_SAMPLE,
     headers: dict[str, str] | None = None,
+    form_extra: dict[str, str] | None = None,
 ) -> httpx.Response:
     """`POST /tasks`: the user in `X-User-Id`."""
-    form = {"title": title, "text_id": str(text_id or uuid.uuid4())}
+    form = {"title": title, "text_id": str(text_id or uuid.uuid4()), **(form_extra or {})}
     return await _upload(
         client, "/tasks", form, audio, {"X-User-Id": str(user_id), **(headers or {})}
     )

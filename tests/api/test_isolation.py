@@ -17,6 +17,7 @@ TASK_ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/{task_id}/stream", "body"),
     ("GET", "/tasks/{task_id}", "header"),
     ("DELETE", "/tasks/{task_id}", "header"),
+    ("GET", "/tasks/{task_id}/deliveries", "header"),
     ("GET", "/tasks/{task_id}/events", "header"),
     ("GET", "/tasks/{task_id}/events", "query"),
 ]

@@ -110,3 +110,34 @@ def test_a_backoff_base_above_its_cap_is_refused(monkeypatch: pytest.MonkeyPatch
     assert "\n" not in message
     assert "MANAGER_PIPELINE_BACKOFF_BASE_SECONDS" in message
     assert "MANAGER_PIPELINE_BACKOFF_MAX_SECONDS" in message
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with whsec_"),
+        ("whsec_not*base64!", "is not base64"),
+        ("whsec_c2hvcnQ=", "too short"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw " * 3, "one secret, or two"),
+    ],
+)
+def test_a_malformed_webhook_secret_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, secret: str, problem: str
+) -> None:
+    monkeypatch.setenv("MANAGER_WEBHOOK_SECRET", secret)
+    with pytest.raises(ConfigurationError, match=problem) as error:
+        load_settings()
+    assert "\n" not in str(error.value)
+    assert "MANAGER_WEBHOOK_SECRET" in str(error.value)
+    assert "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" not in str(error.value)  # never the secret
+
+
+def test_two_webhook_secrets_and_allowed_hosts_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "MANAGER_WEBHOOK_SECRET",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24h",
+    )
+    monkeypatch.setenv("MANAGER_WEBHOOK_ALLOWED_HOSTS", "LMS-Bridge., 10.0.0.7")
+    settings = load_settings()
+    assert [len(key) for key in settings.webhook_keys] == [24, 27]
+    assert settings.webhook_allowed_hosts == ["lms-bridge", "10.0.0.7"]

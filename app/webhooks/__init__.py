@@ -1,0 +1,6 @@
+"""Completion webhooks: signed Standard Webhooks deliveries from an outbox (docs/webhooks.md).
+
+`policy` (which callback URLs are allowed, checked at creation and again at send time),
+`transport` (an httpx client that connects only to checked addresses), `signing`,
+`payload`, `outbox` (the delivery rows' SQL) and `worker` (the delivery loop).
+"""

@@ -1,0 +1,186 @@
+"""The callback URL policy: refused at creation, and again at send time (DNS may change)."""
+
+from __future__ import annotations
+
+import uuid
+from ipaddress import IPv4Address, ip_address
+
+import httpx
+import pytest
+from sqlalchemy import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.main import create_app
+from app.webhooks.policy import CallbackPolicy, CallbackRefused, IPAddress
+from tests.conftest import serve
+from tests.waiting import eventually
+from tests.webhooks.conftest import (
+    create_task,
+    create_with_callback,
+    deliveries,
+    finish,
+    wait_states,
+    webhook_settings,
+)
+
+PUBLIC = ip_address("93.184.215.14")
+
+
+class FakeDns:
+    """Names resolve to what the test says; anything else does not resolve."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, list[IPAddress]] = {
+            "hooks.example.org": [PUBLIC],
+            "internal.example.org": [ip_address("10.1.2.3")],
+            "mixed.example.org": [PUBLIC, ip_address("192.168.0.9")],
+        }
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        self.asked.append(host)
+        if host not in self.names:
+            raise OSError(f"{host} does not resolve")
+        return self.names[host]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://internal.example.org/hook",  # resolves to 10.x
+        "https://mixed.example.org/hook",  # one private address among public ones
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://0.0.0.0/hook",
+        "https://224.0.0.1/hook",
+        "https://unknown.example.org/hook",
+        "http://hooks.example.org/hook",  # http on a host nobody allowed
+        "https://user:secret@hooks.example.org/hook",
+        "ftp://hooks.example.org/hook",
+        "hooks.example.org/hook",
+        "https://hooks.example.org/" + "x" * 2048,
+    ],
+)
+async def test_refused_urls(url: str) -> None:
+    policy = CallbackPolicy([], FakeDns())
+    with pytest.raises(CallbackRefused):
+        await policy.check(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://localhost/", "https://2130706433/", "https://0x7f000001/", "https://127.1/"],
+)
+async def test_other_spellings_of_loopback_are_refused_by_what_they_resolve_to(url: str) -> None:
+    """The system resolver turns decimal, hex and short forms into 127.0.0.1; the policy
+    judges the addresses, never the spelling."""
+    with pytest.raises(CallbackRefused):
+        await CallbackPolicy([]).check(url)
+
+
+async def test_allowed_urls() -> None:
+    dns = FakeDns()
+    policy = CallbackPolicy(["internal.example.org", "127.0.0.1"], dns)
+    assert (
+        await policy.check("https://hooks.example.org/h?x=1") == "https://hooks.example.org/h?x=1"
+    )
+    # Named by the operator: http, and private or loopback addresses, are fine.
+    assert await policy.check("http://internal.example.org:8080/h")
+    assert await policy.check("http://127.0.0.1:9/h")
+    assert await policy.check("https://INTERNAL.example.org./h")
+
+
+async def test_creation_refuses_with_a_422_naming_the_field(
+    client: httpx.AsyncClient,
+) -> None:
+    # 127.0.0.1 is allowed for the tests' receiver; the rest of loopback is not.
+    for url in (
+        "https://127.0.0.2/hook",
+        "https://localhost/hook",  # the system resolver: loopback
+        "https://169.254.169.254/",
+        "http://example.org/",
+    ):
+        response = await create_with_callback(client, uuid.uuid4(), url)
+        assert response.status_code == 422, url
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "callback_url"]
+
+
+async def test_a_name_resolving_to_10_x_is_refused_at_creation(
+    database_url: URL, clean_database: None
+) -> None:
+    app = create_app(webhook_settings(), database_url=database_url, resolver=FakeDns())
+    async with serve(app) as client:
+        response = await create_with_callback(
+            client, uuid.uuid4(), "https://internal.example.org/hook"
+        )
+    assert response.status_code == 422
+    assert "non-public address (10.1.2.3)" in response.json()["detail"][0]["msg"]
+
+
+async def test_without_a_secret_a_callback_is_refused(
+    database_url: URL, clean_database: None
+) -> None:
+    app = create_app(webhook_settings(webhook_secret=None), database_url=database_url)
+    async with serve(app) as client:
+        response = await create_with_callback(client, uuid.uuid4(), "https://example.org/h")
+    assert response.status_code == 422
+    assert "MANAGER_WEBHOOK_SECRET" in response.json()["detail"][0]["msg"]
+
+
+async def test_a_name_that_turns_private_after_creation_is_refused_at_send_time(
+    database_url: URL, clean_database: None, engine: AsyncEngine
+) -> None:
+    """DNS rebinding: public when checked at creation, 10.x when the delivery is sent."""
+    dns = FakeDns()
+    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
+    async with serve(app) as client:
+        task_id = await create_task(client, uuid.uuid4(), "https://hooks.example.org/hook")
+        dns.names["hooks.example.org"] = [ip_address("10.0.0.7")]
+        await finish(engine, [task_id])
+        [row] = await wait_states(engine, 1, state="refused")
+    assert row["attempts"] == 1
+
+
+async def test_the_metadata_address_is_refused_at_send_time_too(
+    database_url: URL, clean_database: None, engine: AsyncEngine
+) -> None:
+    """A host that resolves to the cloud metadata address is never connected to: the
+    transport's own resolution refuses it before any socket is opened."""
+    dns = FakeDns()
+    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
+    async with serve(app) as client:
+        user_id = uuid.uuid4()
+        task_id = await create_task(client, user_id, "https://hooks.example.org/hook")
+        dns.names["hooks.example.org"] = [IPv4Address("169.254.169.254")]
+        await finish(engine, [task_id])
+        await wait_states(engine, 1, state="refused")
+        listed = await client.get(
+            f"/tasks/{task_id}/deliveries", headers={"X-User-Id": str(user_id)}
+        )
+    [row] = await deliveries(engine)
+    assert row["state"] == "refused"
+    [attempt] = listed.json()[0]["attempts"]
+    assert attempt["outcome"] == "refused"
+    assert "169.254.169.254" in attempt["detail"]
+
+
+async def test_a_host_that_stops_resolving_is_retried_not_refused(
+    database_url: URL, clean_database: None, engine: AsyncEngine
+) -> None:
+    """DNS trouble at send time passes: the delivery stays pending and is tried again."""
+    dns = FakeDns()
+    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
+    async with serve(app) as client:
+        task_id = await create_task(client, uuid.uuid4(), "https://hooks.example.org/hook")
+        del dns.names["hooks.example.org"]
+        await finish(engine, [task_id])
+
+        async def retried() -> dict[str, object] | None:
+            [row] = await deliveries(engine)
+            return row if int(str(row["attempts"])) >= 2 else None
+
+        row = await eventually(retried, message="a second attempt")
+    assert row["state"] == "pending"
