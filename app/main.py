@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from sqlalchemy import URL
 
@@ -96,7 +97,9 @@ def create_app(
             )
             stack.push_async_callback(database.dispose)
             service_urls = await _service_urls(settings, stack)
-            clients = create_stage_clients(settings, metrics, service_urls)
+            # One TLS context for every outgoing client: each costs a load of the CA bundle.
+            tls = httpx.create_ssl_context(trust_env=False)
+            clients = create_stage_clients(settings, metrics, service_urls, tls)
             stack.push_async_callback(clients.aclose)
             listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
             workers = WorkerPool(settings, database, clients, metrics)
@@ -118,6 +121,7 @@ def create_app(
                 webhook_policy,
                 timeout=settings.webhook_timeout_seconds,
                 connections=max(1, settings.webhook_concurrency),
+                tls=tls,
             )
             stack.push_async_callback(webhook_client.aclose)
             deliveries = DeliveryWorker(

@@ -14,6 +14,7 @@ are kept between receivers.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 
 import httpcore
@@ -72,13 +73,17 @@ class GuardedBackend(AsyncNetworkBackend):
 
 
 def guarded_client(
-    policy: CallbackPolicy, *, timeout: float, connections: int
+    policy: CallbackPolicy, *, timeout: float, connections: int, tls: ssl.SSLContext
 ) -> httpx.AsyncClient:
-    """The client of the delivery workers (one per process, closed by the lifespan)."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    """The client of the delivery workers (one per process, closed by the lifespan).
+
+    `tls` is the process's shared TLS context (a new one per transport would reload the
+    CA bundle).
+    """
+    transport = httpx.AsyncHTTPTransport(trust_env=False, verify=tls)
     # httpx takes no network backend, so its pool is replaced with one that has ours.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=tls,
         max_connections=connections,
         max_keepalive_connections=connections,
         keepalive_expiry=30.0,

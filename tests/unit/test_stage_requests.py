@@ -22,6 +22,9 @@ from app.pipeline.clients import (
     TranscribingClient,
 )
 
+# The process shares one TLS context between its clients (the calls here are plain http).
+TLS = httpx.create_ssl_context()
+
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4
 
 
@@ -57,7 +60,7 @@ def boundary_of(request: httpx.Request) -> str:
 
 
 async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -> None:
-    client = PreprocessingClient(config, config.base_url, create_metrics())
+    client = PreprocessingClient(config, config.base_url, create_metrics(), TLS)
     captured = Captured()
     answering(client, WAV, captured)
     pcm = bytes(range(256)) * 16
@@ -77,7 +80,7 @@ async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -
 
 
 async def test_transcribing_sends_what_httpx_would(config: DownstreamService) -> None:
-    client = TranscribingClient(config, config.base_url, create_metrics())
+    client = TranscribingClient(config, config.base_url, create_metrics(), TLS)
     captured = Captured()
     answering(client, b'{"transcription": "a b"}', captured)
 
@@ -95,7 +98,7 @@ async def test_transcribing_sends_what_httpx_would(config: DownstreamService) ->
 
 
 async def test_feedback_sends_what_httpx_would(config: DownstreamService) -> None:
-    client = FeedbackClient(config, config.base_url, create_metrics())
+    client = FeedbackClient(config, config.base_url, create_metrics(), TLS)
     captured = Captured()
     answering(client, json.dumps({"accuracy": 50, "mistakes": []}).encode(), captured)
     text_id = uuid.uuid4()
@@ -109,7 +112,7 @@ async def test_feedback_sends_what_httpx_would(config: DownstreamService) -> Non
 
 
 async def test_each_request_has_its_own_boundary(config: DownstreamService) -> None:
-    client = PreprocessingClient(config, config.base_url, create_metrics())
+    client = PreprocessingClient(config, config.base_url, create_metrics(), TLS)
     captured = Captured()
     answering(client, WAV, captured)
 
@@ -123,7 +126,7 @@ async def test_each_request_has_its_own_boundary(config: DownstreamService) -> N
 async def test_a_large_file_is_sent_as_it_is_between_its_framing(
     config: DownstreamService,
 ) -> None:
-    client = PreprocessingClient(config, config.base_url, create_metrics())
+    client = PreprocessingClient(config, config.base_url, create_metrics(), TLS)
     captured = Captured()
     answering(client, WAV, captured)
     pcm = b"\x01\x02\x03\x04" * (JOIN_BODIES_UP_TO // 4 + 1)
