@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -117,20 +117,33 @@ class Metrics:
     webhook_deliveries: Counter
     http_requests: Counter
     http_request_duration: Histogram
+    # The HTTP metrics' labelled children by label values, looked up once per series:
+    # `labels()` validates and hashes the values on every call, twice per request. The
+    # keys are the series the registry keeps anyway (bounded labels), so no further bound.
+    _http_durations: dict[tuple[str, str], Histogram] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _http_counts: dict[tuple[str, str, str], Counter] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def observe_response_start(self, scope: Scope, seconds: float) -> None:
         """Time to the first byte, by route template and method."""
-        self.http_request_duration.labels(_route_template(scope), _method_label(scope)).observe(
-            seconds
-        )
+        labels = (_route_template(scope), _method_label(scope))
+        child = self._http_durations.get(labels)
+        if child is None:
+            child = self._http_durations[labels] = self.http_request_duration.labels(*labels)
+        child.observe(seconds)
 
     def count_request(self, scope: Scope, status: int) -> None:
-        self.http_requests.labels(
-            _route_template(scope), _method_label(scope), _status_label(status)
-        ).inc()
+        labels = (_route_template(scope), _method_label(scope), _status_label(status))
+        child = self._http_counts.get(labels)
+        if child is None:
+            child = self._http_counts[labels] = self.http_requests.labels(*labels)
+        child.inc()
 
 
 def create_metrics() -> Metrics:
