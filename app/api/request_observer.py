@@ -39,6 +39,7 @@ class RequestIds:
 # One per process (and one fork hook, however many apps a process builds).
 REQUEST_IDS = RequestIds()
 os.register_at_fork(after_in_child=REQUEST_IDS.reset)
+_REQUEST_ID_HEADER_NAME = REQUEST_ID_HEADER.lower().encode()  # ASGI: lower-case bytes
 
 
 class RequestObserver:
@@ -65,7 +66,7 @@ class RequestObserver:
                 # The router has matched by now: the route template is in the scope.
                 self.metrics.observe_response_start(scope, time.perf_counter() - started)
                 headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+                headers.append((_REQUEST_ID_HEADER_NAME, request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
