@@ -18,7 +18,7 @@ and reports the median window:
    and commit → arrival p50/p99.
 3. `load`: 10 000 followers on 10 000 tasks (one each), 5 000 transitions/s offered. One
    connection cannot commit 5 000 transactions a second here, so the transitions are
-   batched: `--load-batch` tasks move in one statement (the same UPDATE + history INSERT +
+   batched: `--load-batch` (100) tasks move in one statement (the same UPDATE + history INSERT +
    NOTIFY as `app.db.history.recorded`, for many tasks), one transaction every
    batch ÷ 5 000 s. What was actually offered (transitions ÷ the window's commit time) is
    reported. Commit → arrival p50/p99.
@@ -226,6 +226,7 @@ async def run_part(
                     "frames_per_core_second": round(received / max(service_cpu, 1e-9), 1),
                     "latency": latency,
                     "foreign_cpu_share": machine["foreign_cpu_share"],
+                    "load_generator_cpu_s": machine["load_generator_cpu_s"],
                 }
             )
         # End the streams: every task to `completed` (not measured).
@@ -411,10 +412,10 @@ def main() -> None:
     parser.add_argument("--latency-transitions", type=int, default=50, help="per window")
     parser.add_argument("--latency-interval-ms", type=float, default=10.0)
     parser.add_argument("--load-rate", type=float, default=5000.0, help="transitions/s offered")
-    parser.add_argument("--load-batch", type=int, default=50, help="tasks per transaction")
+    parser.add_argument("--load-batch", type=int, default=100, help="tasks per transaction")
     parser.add_argument("--load-seconds", type=float, default=1.0, help="per window")
     parser.add_argument("--connect-concurrency", type=int, default=200, help="streams opening")
-    parser.add_argument("--connect-timeout", type=float, default=120.0)
+    parser.add_argument("--connect-timeout", type=float, default=240.0)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     add_common_arguments(parser)
     asyncio.run(run(parser.parse_args()))

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.responses import Response
@@ -92,6 +93,8 @@ class TaskEventStream(Response):
     ) -> None:
         self.stream = stream
         self.frame = frame
+        self._sending: dict[Follower, float] = {}  # the hub's, from the first call on
+        self._clock: Callable[[], float] = time.monotonic  # the loop's, from the first call
         self.status_code = 200
         self.background = None
         self.init_headers({**headers, "Connection": "keep-alive", "X-Accel-Buffering": "no"})
@@ -99,6 +102,8 @@ class TaskEventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         follower = self.stream.follower
         follower.writer = asyncio.current_task()
+        self._sending = follower.hub.sending
+        self._clock = asyncio.get_running_loop().time
         watcher: asyncio.Task[None] | None = None
         try:
             start: Message = {
@@ -169,12 +174,11 @@ class TaskEventStream(Response):
     async def _send(self, send: Send, message: Message) -> None:
         """One send, watched by the hub for the send timeout (no timer per send)."""
         follower = self.stream.follower
-        sending = follower.hub.sending
-        sending[follower] = asyncio.get_running_loop().time()
+        self._sending[follower] = self._clock()
         try:
             await send(message)
         finally:
-            del sending[follower]
+            del self._sending[follower]
 
 
 async def _end_at_disconnect(receive: Receive, follower: Follower) -> None:
