@@ -89,13 +89,18 @@ class TaskEventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, stream: OpenStream, frame: FrameFormat, *, headers: Mapping[str, str]
+        self,
+        stream: OpenStream,
+        frame: FrameFormat,
+        *,
+        headers: Mapping[str, str],
+        status_code: int = 200,  # FastAPI's OpenAPI reads the default status from here
     ) -> None:
         self.stream = stream
         self.frame = frame
         self._sending: dict[Follower, float] = {}  # the hub's, from the first call on
         self._clock: Callable[[], float] = time.monotonic  # the loop's, from the first call
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.init_headers({**headers, "Connection": "keep-alive", "X-Accel-Buffering": "no"})
 
