@@ -86,8 +86,6 @@ class TaskEventStream(Response):
     makes the server close the connection.
     """
 
-    media_type = "text/event-stream"
-
     def __init__(
         self,
         stream: OpenStream,
@@ -102,6 +100,9 @@ class TaskEventStream(Response):
         self._clock: Callable[[], float] = time.monotonic  # the loop's, from the first call
         self.status_code = status_code
         self.background = None
+        # Set here, not on the class: FastAPI documents a route's error responses in its
+        # response class's media type, and those are JSON.
+        self.media_type = "text/event-stream"
         self.init_headers({**headers, "Connection": "keep-alive", "X-Accel-Buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
