@@ -102,7 +102,6 @@ class Follower:
         self._ended = False
         # Kept by the stream that writes this follower's events (see `EventHub._watch_sends`).
         self.writer: asyncio.Task[Any] | None = None
-        self.sending_since: float | None = None
         self.stalled = False
         self.wrote = False  # something was written since the last heartbeat tick
 
