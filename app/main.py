@@ -107,6 +107,8 @@ def create_app(
                 database.sessions,
                 max_followers=settings.sse_max_followers,
                 max_followers_per_user=settings.sse_max_followers_per_user,
+                heartbeat_seconds=settings.sse_heartbeat_seconds,
+                send_timeout_seconds=settings.sse_send_timeout_seconds,
             )
             for component in (workers, hub):
                 listener.on_notification(component.on_task_event)

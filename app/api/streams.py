@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Response, status
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import FollowerIdDep, RuntimeDep, trusted_client
 from app.api.schemas import ErrorResponse, LegacyUserRequest
+from app.events.frames import legacy_frame, resource_frame
 from app.events.hub import TooManyFollowers, TooManyFollowersForUser
 from app.events.streams import (
     MAX_EVENT_ID,
     NothingToResume,
     OpenStream,
-    TaskEventResponse,
-    legacy_events,
+    TaskEventStream,
     open_stream,
-    resource_events,
 )
-from app.runtime import Runtime
 
 router = APIRouter()
 
@@ -71,21 +67,11 @@ async def _open(
         ) from None
 
 
-def _respond(runtime: Runtime, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    settings = runtime.settings
-    return TaskEventResponse(
-        events,
-        headers=STREAM_HEADERS,
-        ping=settings.sse_heartbeat_seconds,
-        send_timeout=settings.sse_send_timeout_seconds,
-    )
-
-
 @router.get(
     "/tasks/{task_id}/events",
     tags=["tasks"],
     summary="Follow a task live (Server-Sent Events, works with EventSource)",
-    response_class=EventSourceResponse,
+    response_class=TaskEventStream,
     responses=RESUME_RESPONSES,
 )
 async def task_events(
@@ -113,7 +99,7 @@ async def task_events(
         stream = await _open(runtime, task_id, caller, after)
     except NothingToResume:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return _respond(runtime, resource_events(stream))
+    return TaskEventStream(stream, resource_frame, headers=STREAM_HEADERS)
 
 
 @router.post(
@@ -121,12 +107,12 @@ async def task_events(
     tags=["legacy"],
     dependencies=[Depends(trusted_client)],
     summary="Follow a task live (legacy)",
-    response_class=EventSourceResponse,
+    response_class=TaskEventStream,
     responses=STREAM_RESPONSES,
 )
 async def legacy_stream(
     runtime: RuntimeDep, task_id: uuid.UUID, body: Annotated[LegacyUserRequest, Body()]
-) -> EventSourceResponse:
+) -> TaskEventStream:
     """`data:` lines of JSON `{"event", "task_id", "status", "retry"}`, one per status."""
     stream = await _open(runtime, task_id, body.user_id, None)
-    return _respond(runtime, legacy_events(stream))
+    return TaskEventStream(stream, legacy_frame, headers=STREAM_HEADERS)

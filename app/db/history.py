@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, INTEGER, UUID, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Task, TaskEvent
@@ -191,22 +191,6 @@ async def list_events(
 # A follower sees status transitions only, each with the task's current accuracy and
 # comment: (task_id, seq, status, created_at, accuracy, comment).
 
-_TRANSITIONS_AFTER = text(
-    """
-    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
-    FROM unnest(:task_ids, :after) AS cursor (task_id, after_seq)
-    JOIN task_events e ON e.task_id = cursor.task_id AND e.seq > cursor.after_seq
-    JOIN tasks t ON t.id = e.task_id
-    WHERE e.kind = 'status'
-    ORDER BY e.task_id, e.seq
-    """
-).bindparams(
-    bindparam("task_ids", type_=ARRAY(UUID(as_uuid=True))),
-    bindparam("after", type_=ARRAY(INTEGER)),
-)
-_EXISTING = text("SELECT id FROM tasks WHERE id = ANY(:task_ids)").bindparams(
-    bindparam("task_ids", type_=ARRAY(UUID(as_uuid=True)))
-)
 _LATEST_TRANSITION = text(
     """
     SELECT t.user_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
@@ -241,17 +225,44 @@ async def transitions(
     return [tuple(row) for row in rows]
 
 
+# The event hub's reads, one per batch of notifications, run on the pooled connection's
+# asyncpg connection itself: one statement, one round trip. Through the session each
+# would also cost a BEGIN, a ROLLBACK when the connection goes back to the pool, and the
+# ORM's row handling; a single SELECT sees one consistent snapshot without a transaction.
+# Their errors reach only the hub, which retries: no request maps them to a response.
+
+_TRANSITIONS_AFTER = """
+    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
+    FROM unnest($1::uuid[], $2::integer[]) AS cursor (task_id, after_seq)
+    JOIN task_events e ON e.task_id = cursor.task_id AND e.seq > cursor.after_seq
+    JOIN tasks t ON t.id = e.task_id
+    WHERE e.kind = 'status'
+    ORDER BY e.task_id, e.seq
+"""
+_EXISTING = "SELECT id FROM tasks WHERE id = ANY($1::uuid[])"
+
+
+async def _fetch(session: AsyncSession, query: str, *arguments: Any) -> list[Any]:
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    try:
+        return list(await driver.fetch(query, *arguments))
+    except Exception:
+        # SQLAlchemy did not see the error: discard the connection rather than pool it
+        # again, as it would after a failure of its own (a restart kills every one).
+        await connection.invalidate()
+        raise
+
+
 async def transitions_after(
     session: AsyncSession, cursors: dict[uuid.UUID, int]
 ) -> list[tuple[Any, ...]]:
     """The transitions of several tasks, each after its own sequence number, in one query."""
     task_ids = list(cursors)
-    rows = await session.execute(
-        _TRANSITIONS_AFTER, {"task_ids": task_ids, "after": [cursors[t] for t in task_ids]}
-    )
+    rows = await _fetch(session, _TRANSITIONS_AFTER, task_ids, [cursors[t] for t in task_ids])
     return [tuple(row) for row in rows]
 
 
 async def existing_tasks(session: AsyncSession, task_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     """Which of `task_ids` still exist."""
-    return set((await session.execute(_EXISTING, {"task_ids": list(task_ids)})).scalars())
+    return {row[0] for row in await _fetch(session, _EXISTING, list(task_ids))}

@@ -1,28 +1,31 @@
-"""Turning a follower's updates into Server-Sent Events, for both stream routes."""
+"""Opening a stream in a task's history, and the response that writes its frames.
+
+Both stream routes use `TaskEventStream`, a lean ASGI response in place of
+sse-starlette's `EventSourceResponse`, which spent most of a stream's CPU on each
+message (a cancel scope and a timer per send, a lock, encoding per follower, four tasks
+per stream). What that response did is kept, elsewhere where it is shared: frames are
+encoded once per event (`app.events.frames`), the heartbeat, the send timeout and the
+end at the server's stop signal are one loop each in the hub, and one small task per
+stream watches for the client's disconnect.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from app.events.frames import FrameFormat
 from app.events.hub import EventHub, Follower, StreamEnd, TaskUpdate
 from app.tasks.errors import TaskNotFound
 
 log = logging.getLogger(__name__)
-
-# What the mobile app expects in every payload (see docs/legacy-api.md).
-LEGACY_EVENT_NAME = "status_updated"
-RETRY_MILLISECONDS = 15000
-
 
 # Event ids are the history's `seq`, a PostgreSQL integer: larger ids are refused (422).
 MAX_EVENT_ID = 2**31 - 1
@@ -70,98 +73,125 @@ async def open_stream(
     return OpenStream(follower=follower, backlog=backlog)
 
 
-async def updates(stream: OpenStream) -> AsyncIterator[TaskUpdate]:
-    """The backlog, then live updates, ending after the terminal one; unfollows on exit."""
-    hub = stream.follower.hub
-    try:
-        for update in stream.backlog:
-            yield update
-            if update.is_terminal:
-                return
-        while True:
-            try:
-                update = await stream.follower.next()
-            except StreamEnd:
-                return
-            yield update
-            if update.is_terminal:
-                return
-    finally:
-        hub.unfollow(stream.follower)
+END_OF_STREAM: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
-def legacy_payload(update: TaskUpdate) -> dict[str, Any]:
-    return {
-        "event": LEGACY_EVENT_NAME,
-        "task_id": str(update.task_id),
-        "status": update.status,
-        "retry": RETRY_MILLISECONDS,
-    }
+class TaskEventStream(Response):
+    """`text/event-stream` of a follower's frames: backlog, live events, then the end.
 
-
-def resource_event(update: TaskUpdate) -> ServerSentEvent:
-    """`event:` the status, `id:` the history sequence number, JSON `data:`."""
-    payload = {
-        **legacy_payload(update),
-        "seq": update.seq,
-        "time": update.created_at.isoformat(),
-    }
-    if update.status == "completed":
-        payload["accuracy"] = update.accuracy
-    if update.status == "failed":
-        payload["comment"] = update.comment
-    return ServerSentEvent(
-        data=json.dumps(payload, ensure_ascii=False),
-        event=update.status,
-        id=str(update.seq),
-        retry=RETRY_MILLISECONDS,
-    )
-
-
-def legacy_event(update: TaskUpdate) -> ServerSentEvent:
-    """Only a `data:` line, as the gateway forwards it (now valid JSON, not a Python repr)."""
-    return ServerSentEvent(data=json.dumps(legacy_payload(update)))
-
-
-async def resource_events(stream: OpenStream) -> AsyncIterator[ServerSentEvent]:
-    async for update in updates(stream):
-        yield resource_event(update)
-
-
-async def legacy_events(stream: OpenStream) -> AsyncIterator[ServerSentEvent]:
-    async for update in updates(stream):
-        yield legacy_event(update)
-
-
-class TaskEventResponse(EventSourceResponse):
-    """An SSE response that gives up on a client that stops reading.
-
-    Once a client stops reading, its socket buffers fill and every send waits. A send that
-    waits longer than `send_timeout` seconds ends the response: the generator is closed
-    (its follower given back) and the server closes the connection. sse-starlette's own
-    `send_timeout` bounds events and pings but not the closing message, which blocks the
-    same way when a stream ends on a stalled client, so every message is bounded here.
+    It ends after the terminal event, at the follower's end (deleted task, fallen
+    behind, shutdown) and when the client disconnects; in every case the follower is
+    given back. A client that reads nothing for the hub's send timeout (its socket
+    buffers full, so a send waits) is dropped: the response returns unfinished, which
+    makes the server close the connection.
     """
 
     def __init__(
-        self, content: AsyncIterator[ServerSentEvent], *, send_timeout: float, **kwargs: Any
+        self,
+        stream: OpenStream,
+        frame: FrameFormat,
+        *,
+        headers: Mapping[str, str],
+        status_code: int = 200,  # FastAPI's OpenAPI reads the default status from here
     ) -> None:
-        super().__init__(content, **kwargs)
-        self._send_deadline = send_timeout
-        self._stalled = False
+        self.stream = stream
+        self.frame = frame
+        self._sending: dict[Follower, float] = {}  # the hub's, from the first call on
+        self._clock: Callable[[], float] = time.monotonic  # the loop's, from the first call
+        self.status_code = status_code
+        self.background = None
+        # Set here, not on the class: FastAPI documents a route's error responses in its
+        # response class's media type, and those are JSON.
+        self.media_type = "text/event-stream"
+        self.init_headers({**headers, "Connection": "keep-alive", "X-Accel-Buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def bounded_send(message: Message) -> None:
-            with anyio.move_on_after(self._send_deadline) as deadline:
-                await send(message)
-            if deadline.cancelled_caught:
-                self._stalled = True
-                raise SendTimeoutError()
-
+        follower = self.stream.follower
+        follower.writer = asyncio.current_task()
+        self._sending = follower.hub.sending
+        self._clock = asyncio.get_running_loop().time
+        watcher: asyncio.Task[None] | None = None
         try:
-            await super().__call__(scope, receive, bounded_send)
-        except Exception:
-            if not self._stalled:
+            start: Message = {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self.raw_headers,
+            }
+            if scope.get("method") == "HEAD":  # headers only: an endless body never ends
+                await self._send(send, start)
+                await self._send(send, END_OF_STREAM)
+                return
+            watcher = asyncio.create_task(_end_at_disconnect(receive, follower))
+            await self._send(send, start)
+            await self._write_events(send)
+            await self._send(send, END_OF_STREAM)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not follower.stalled or task is None or task.uncancel() > 0:
                 raise
-            # Returning with the response unfinished makes the server close the connection.
-            log.info("closed a stream whose client read nothing for %.0fs", self._send_deadline)
+            log.info(
+                "closed a stream whose client read nothing for %.0fs",
+                follower.hub.send_timeout_seconds,
+            )
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            follower.writer = None
+            follower.hub.unfollow(follower)
+
+    async def _write_events(self, send: Send) -> None:
+        """Write until the terminal event or the follower's end, coalescing what is queued."""
+        frame = self.frame
+        follower = self.stream.follower
+        chunks: list[bytes] = []
+        for update in self.stream.backlog:
+            chunks.append(frame(update))
+            if update.is_terminal:
+                await self._write(send, chunks)
+                return
+        if chunks:
+            await self._write(send, chunks)
+        queue = follower.queue
+        while True:
+            item = await follower.next_item()
+            finished = False
+            while True:
+                if isinstance(item, TaskUpdate):
+                    chunks.append(frame(item))
+                    follower.wrote = True
+                    finished = item.is_terminal
+                elif isinstance(item, StreamEnd):
+                    finished = True
+                else:
+                    chunks.append(item)  # a heartbeat, encoded once by the hub
+                if finished or not queue:
+                    break
+                item = await follower.next_item()  # queued already: returns at once
+            if chunks:
+                await self._write(send, chunks)
+            if finished:
+                return
+
+    async def _write(self, send: Send, chunks: list[bytes]) -> None:
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        await self._send(send, {"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _send(self, send: Send, message: Message) -> None:
+        """One send, watched by the hub for the send timeout (no timer per send)."""
+        follower = self.stream.follower
+        self._sending[follower] = self._clock()
+        try:
+            await send(message)
+        finally:
+            del self._sending[follower]
+
+
+async def _end_at_disconnect(receive: Receive, follower: Follower) -> None:
+    """Wake the stream when the client goes away, however idle the task is."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            follower.hub.unfollow(follower)
+            follower.offer(StreamEnd("the client disconnected"))
+            return

@@ -34,4 +34,4 @@ async def test_a_follower_that_falls_behind_gets_a_gapless_prefix_then_the_end()
     assert received == list(range(1, FOLLOWER_QUEUE_SIZE + 1))
     assert ended.value.reason == "the follower fell behind"
     assert hub.follower_count == 0
-    assert follower.queue.empty()  # one end, not one per further update
+    assert not follower.queue  # one end, not one per further update

@@ -182,3 +182,35 @@ async def test_the_listener_survives_pg_terminate_backend_without_losing_the_end
 
     assert statuses(first + rest)[-1] == "completed"
     assert listener.backend_pid != old_pid
+
+
+async def test_the_hub_reads_again_after_its_pooled_connections_are_killed(
+    live: LiveService, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    fakes.transcribing.latency = 1.5
+    user_id = uuid.uuid4()
+    task_id, marker = await live.create(user_id)
+    runtime = live.app.state.runtime
+
+    async with sse_events(
+        live.base_url, "GET", f"/tasks/{task_id}/events", params={"user_id": str(user_id)}
+    ) as (_, events):
+        first = await collect(events, limit=1)
+        await eventually(
+            lambda: bool(fakes.transcribing.calls_for(marker)),
+            message="transcription to start",
+        )
+        # Every pooled connection of the service (not its LISTEN one): the hub's next read
+        # meets a dead connection, which must not go back to the pool and fail it again.
+        async with engine.connect() as connection:
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> :listener"
+                ),
+                {"name": runtime.settings.service_name, "listener": runtime.listener.backend_pid},
+            )
+        rest = await asyncio.wait_for(collect(events), timeout=30)
+
+    assert statuses(first + rest)[-1] == "completed"
+    assert statuses(first + rest) == FULL_RUN[FULL_RUN.index(statuses(first)[0]) :]

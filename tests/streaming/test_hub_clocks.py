@@ -1,0 +1,106 @@
+"""The hub's shared clocks: one heartbeat for every idle stream, one send-timeout watch, and
+the end of every stream at the server's stop signal."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from app.events.hub import EventHub, Follower, StreamEnd, TaskUpdate
+from tests.waiting import eventually
+
+
+def _hub(**options: Any) -> EventHub:
+    # The sessions are never used: no follower here is placed, so nothing is read.
+    return EventHub(cast(Any, None), max_followers=10, max_followers_per_user=10, **options)
+
+
+async def _items(follower: Follower) -> list[object]:
+    items: list[object] = []
+    while follower.queue:
+        items.append(await follower.next_item())
+    return items
+
+
+async def test_one_heartbeat_reaches_every_idle_stream_and_skips_busy_ones() -> None:
+    hub = _hub(heartbeat_seconds=0.05)
+    idle = [hub.follow(uuid.uuid4(), uuid.uuid4()) for _ in range(3)]
+    busy = hub.follow(uuid.uuid4(), uuid.uuid4())
+    hub.start()
+    try:
+        busy.wrote = True  # as a stream does after writing an event
+        await eventually(lambda: all(f.queue for f in idle), within=5, message="the heartbeat")
+        frames = [item for follower in idle for item in await _items(follower)]
+        assert frames
+        assert all(isinstance(f, bytes) and f.startswith(b": ping") for f in frames)
+        # The busy stream was skipped once, then (idle since) gets the next one.
+        await eventually(lambda: bool(busy.queue), within=5, message="the next heartbeat")
+    finally:
+        await hub.stop()
+
+
+async def test_heartbeats_do_not_pile_up_behind_a_stream_that_is_not_writing() -> None:
+    hub = _hub(heartbeat_seconds=0.01)
+    follower = hub.follow(uuid.uuid4(), uuid.uuid4())
+    reading = hub.follow(uuid.uuid4(), uuid.uuid4())  # drained: counts the hub's ticks
+    ticks = 0
+
+    async def three_more_ticks() -> bool:
+        nonlocal ticks
+        ticks += len(await _items(reading))
+        return ticks >= 3
+
+    hub.start()
+    try:
+        await eventually(three_more_ticks, within=5, message="three heartbeat ticks")
+        assert len(follower.queue) == 1  # the one queued heartbeat is enough
+    finally:
+        await hub.stop()
+
+
+async def test_a_send_that_waits_past_the_timeout_cancels_its_writer() -> None:
+    hub = _hub(send_timeout_seconds=0.2)
+    follower = hub.follow(uuid.uuid4(), uuid.uuid4())
+    stuck = asyncio.Event()
+
+    async def writer() -> None:
+        hub.sending[follower] = asyncio.get_running_loop().time()
+        try:
+            await stuck.wait()  # a send to a client whose buffers are full
+        finally:
+            del hub.sending[follower]
+
+    follower.writer = asyncio.create_task(writer())
+    hub.start()
+    try:
+        await asyncio.wait_for(asyncio.gather(follower.writer, return_exceptions=True), 5)
+        assert follower.writer.cancelled()
+        assert follower.stalled
+    finally:
+        await hub.stop()
+
+
+async def test_the_stop_signal_ends_every_stream_and_every_later_one() -> None:
+    stop = False
+    hub = _hub(stop_requested=lambda: stop)
+    task_id = uuid.uuid4()
+    follower = hub.follow(task_id, uuid.uuid4())
+    follower.last_seq = 1
+    follower.offer(TaskUpdate(task_id, 2, "started", datetime.now(UTC), None, None))
+    hub.start()
+    try:
+        stop = True
+        await eventually(lambda: follower.ended, within=5, message="the end at the signal")
+        assert (await follower.next()).seq == 2  # what it held comes first
+        end = await follower.next_item()
+        assert isinstance(end, StreamEnd)
+        assert end.reason == "the server is shutting down"
+        assert hub.follower_count == 0
+
+        later = hub.follow(uuid.uuid4(), uuid.uuid4())
+        assert later.ended
+        assert hub.follower_count == 0
+    finally:
+        await hub.stop()
