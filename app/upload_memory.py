@@ -1,12 +1,16 @@
 """A budget for upload bytes held in memory at once.
 
-Two phases of an upload take from it. Parsing: a form being received holds up to
-1 MiB of its file (Starlette spools the rest to disk) and its capped text fields, so
-it reserves that much (or its Content-Length, if smaller) before its first byte is
-read. Storing: the bytes, then the driver's copy. Sixteen concurrent 5 MB uploads would
-need a few hundred MB at the same moment; with the budget, uploads beyond it wait
-their turn (unread, or spooled to disk) and memory stays flat whatever the concurrency.
-The two reservations of one upload never overlap, so they cannot wait on each other.
+An upload whose body declares its length takes, before its first byte is read, what
+storing it costs (`storage_bytes`: its buffer and the driver's copy) if that much is
+free at that moment; it is then parsed straight into memory and stored from there, and
+gives the share back once stored. Otherwise it does not wait for memory: it is parsed
+as before, holding 1 MiB of its file (Starlette spools the rest to disk) and its capped
+text fields (or its Content-Length, if smaller) while it is received, and then waits
+for its storage share. Sixteen concurrent 5 MB uploads would need a few hundred MB at
+the same moment; with the budget, uploads beyond it are received on disk and stored in
+turn, and memory stays flat whatever the concurrency, also when slow clients hold
+shares for minutes. The two reservations of a spooled upload never overlap, so they
+cannot wait on each other, and a share taken at once never waits at all.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-# The bytes read, and the database driver's encoded copy of them.
+# The upload's bytes, and the database driver's copy of them that waits in the
+# connection's send buffer until PostgreSQL has read it. (While the driver encodes a
+# statement it briefly holds two more copies of that one upload; that happens within
+# one step of the event loop, so for one upload at a time per process.)
 COPIES_IN_MEMORY = 2
 
 
@@ -23,6 +30,7 @@ class UploadMemory:
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self.free = budget_bytes
+        self._waiting = 0
         self._changed = asyncio.Condition()
 
     def storage_bytes(self, upload_bytes: int) -> int:
@@ -41,11 +49,35 @@ class UploadMemory:
         """Wait until `wanted` bytes (at most the whole budget) are free, and hold them."""
         wanted = min(self.budget, wanted)
         async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= wanted)
+            self._waiting += 1
+            try:
+                await self._changed.wait_for(lambda: self.free >= wanted)
+            finally:
+                self._waiting -= 1
             self.free -= wanted
         try:
             yield
         finally:
-            async with self._changed:
-                self.free += wanted
-                self._changed.notify_all()
+            await self._give_back(wanted)
+
+    @asynccontextmanager
+    async def reserve_if_free(self, upload_bytes: int) -> AsyncIterator[bool]:
+        """Hold the storage share of an upload if it is free now; never waits.
+
+        Yields whether it holds it. Refused when the share is more than the budget, and
+        while others wait for theirs (they go first).
+        """
+        wanted = upload_bytes * COPIES_IN_MEMORY
+        if wanted > self.free or self._waiting:
+            yield False
+            return
+        self.free -= wanted
+        try:
+            yield True
+        finally:
+            await self._give_back(wanted)
+
+    async def _give_back(self, held: int) -> None:
+        async with self._changed:
+            self.free += held
+            self._changed.notify_all()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, select, tuple_
+from sqlalchemy import Dialect, LargeBinary, Row, bindparam, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,12 +63,20 @@ async def insert_task(
     return (await session.scalars(statement)).one_or_none()
 
 
+class _BufferBytea(LargeBinary):
+    """bytea bound as given: asyncpg encodes any buffer, so a view of the parsed upload
+    goes to it without the `bytes()` copy `LargeBinary` would make first."""
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
 async def insert_audio(
     session: AsyncSession,
     task_id: uuid.UUID,
     *,
     kind: str,
-    content: bytes,
+    content: bytes | memoryview,
     filename: str | None,
     content_type: str | None,
 ) -> None:
@@ -77,7 +85,7 @@ async def insert_audio(
         insert(TaskAudio).values(
             task_id=task_id,
             kind=kind,
-            content=content,
+            content=bindparam("content", content, type_=_BufferBytea()),
             filename=filename,
             content_type=content_type,
             size=len(content),

@@ -32,7 +32,7 @@ class NewTask:
     user_id: uuid.UUID
     text_id: uuid.UUID
     title: str
-    audio: bytes
+    audio: bytes | memoryview  # a view of the parsed upload, not a copy
     filename: str | None
     content_type: str | None
 
