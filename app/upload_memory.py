@@ -2,16 +2,16 @@
 
 An upload whose body declares its length takes, before its first byte is read, what
 storing it costs (`storage_bytes`: its buffer and the driver's copy) if that much is
-free at that moment; it is then parsed straight into memory and stored from there, and
-gives the share back once stored. Otherwise it does not wait for memory: it is parsed
-as before, holding 1 MiB of its file (Starlette spools the rest to disk) and its capped
-text fields (or its Content-Length, if smaller) while it is received, and then waits
-for its storage share. Sixteen concurrent 5 MB uploads would need a few hundred MB at
-the same moment; with the budget, uploads beyond it are received on disk and stored in
-turn, and memory stays flat whatever the concurrency, also when slow clients hold
-shares for minutes. The two reservations of a spooled upload never overlap, so they
-cannot wait on each other, and a share taken at once never waits at all.
-"""
+free within a second, out of at most half the budget; it is then parsed straight into
+memory and stored from there, and gives the share back once stored. Otherwise it waits
+no longer: it is parsed as before, holding 1 MiB of its file (Starlette spools the rest
+to disk) and its capped text fields (or its Content-Length, if smaller) while it is
+received, and then waits for its storage share. Sixteen concurrent 5 MB uploads would
+need a few hundred MB at the same moment; with the budget, uploads beyond it wait their
+turn or are received on disk and stored in turn, and memory stays flat whatever the
+concurrency. Slow clients cannot hold more than half the budget while their bytes
+trickle in, so uploads received on disk always have the other half. The two
+reservations of a spooled upload never overlap, so they cannot wait on each other."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ class UploadMemory:
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self.free = budget_bytes
+        # Uploads received into memory hold their share while their bytes arrive, which
+        # a slow client can make last minutes: they may hold at most this much, so the
+        # rest always serves uploads received on disk (which hold only a parse share).
+        self.receiving_budget = budget_bytes // 2
+        self.receiving = 0
         self._waiting = 0
         self._changed = asyncio.Condition()
 
@@ -61,21 +66,39 @@ class UploadMemory:
             await self._give_back(wanted)
 
     @asynccontextmanager
-    async def reserve_if_free(self, upload_bytes: int) -> AsyncIterator[bool]:
-        """Hold the storage share of an upload if it is free now; never waits.
+    async def reserve_within(self, upload_bytes: int, seconds: float) -> AsyncIterator[bool]:
+        """Hold the storage share of an upload received into memory, if it is free
+        within `seconds` (and within `receiving_budget`).
 
-        Yields whether it holds it. Refused when the share is more than the budget, and
-        while others wait for theirs (they go first).
+        Yields whether it holds it; a share larger than `receiving_budget` is refused at
+        once. Those waiting for a share they need (`reserve_bytes`) go first.
         """
         wanted = upload_bytes * COPIES_IN_MEMORY
-        if wanted > self.free or self._waiting:
-            yield False
-            return
-        self.free -= wanted
+        held = False
+
+        def fits() -> bool:
+            return (
+                self.free >= wanted
+                and self.receiving + wanted <= self.receiving_budget
+                and not self._waiting
+            )
+
+        if wanted <= self.receiving_budget:
+            async with self._changed:
+                try:
+                    async with asyncio.timeout(seconds):
+                        await self._changed.wait_for(fits)
+                    self.free -= wanted
+                    self.receiving += wanted
+                    held = True
+                except TimeoutError:
+                    pass
         try:
-            yield True
+            yield held
         finally:
-            await self._give_back(wanted)
+            if held:
+                self.receiving -= wanted
+                await self._give_back(wanted)
 
     async def _give_back(self, held: int) -> None:
         async with self._changed:

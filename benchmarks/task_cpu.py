@@ -164,6 +164,8 @@ async def running_services(
     common: dict[str, str | int | float] = {
         "MAX_UPLOAD_MB": max(25, size.upload_bytes // 2**20 + 1)
     }
+    if args.upload_memory_mb is not None:
+        common["UPLOAD_MEMORY_MB"] = args.upload_memory_mb
     tag = f"{tree.label}-{size.label}"
     create_only = Service(
         f"bench-cpu-create-{tag}",
@@ -401,6 +403,12 @@ def main() -> None:
     parser.add_argument("--large-tasks", type=int, default=32, help="large tasks per repetition")
     parser.add_argument("--repetitions", type=int, default=3, help="the median is reported")
     parser.add_argument("--timeout", type=float, default=120.0, help="cap of each measurement")
+    parser.add_argument(
+        "--upload-memory-mb",
+        type=float,
+        default=None,
+        help="MANAGER_UPLOAD_MEMORY_MB of the services (default: the service's own)",
+    )
     parser.add_argument(
         "--compare", type=Path, default=None, help="another tree to measure in the same run"
     )

@@ -32,6 +32,12 @@ from app.runtime import Runtime
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
+# How long an upload waits, unread, for its share of the memory budget before it is
+# received on disk instead. Shares come back as uploads are stored (a 5 MB one within
+# tens of milliseconds), so at load nearly every upload takes the cheaper way through
+# memory; while slow clients hold the budget, others lose at most this long.
+MEMORY_PATIENCE_SECONDS = 1.0
+
 
 class UploadAwareRoute(APIRoute):
     """Checks what the headers tell before the body of a form route is read."""
@@ -101,17 +107,19 @@ class LegacyRoute(UploadAwareRoute):
 async def received_upload_form(request: Request, runtime: Runtime) -> AsyncIterator[None]:
     """Parse the form within the upload memory budget; the block runs the route.
 
-    A body that declares its length, and whose storage share of the budget is free at
-    once, is parsed into memory (`BufferedFormParser`) and holds that share until the
-    route has stored it. Any other body is parsed by Starlette, its file spooled to
-    disk, while it holds a parse share: at most one spooled file's in-memory part and
-    its capped text fields. That share is taken before the first byte is read, so
-    uploads parsed together stay within the budget and the rest wait with their bodies
-    unread; the route then waits for the storage share (`create_from_upload`).
+    A body that declares its length, and whose storage share of the budget is free
+    within `MEMORY_PATIENCE_SECONDS`, is parsed into memory (`BufferedFormParser`) and
+    holds that share until the route has stored it. Any other body is parsed by
+    Starlette, its file spooled to disk, while it holds a parse share: at most one
+    spooled file's in-memory part and its capped text fields. That share is taken
+    before the first byte is read, so uploads parsed together stay within the budget
+    and the rest wait with their bodies unread; the route then waits for the storage
+    share (`create_from_upload`).
     """
     declared = _content_length(request)
     if declared is not None:
-        async with runtime.upload_memory.reserve_if_free(declared) as held:
+        memory = runtime.upload_memory
+        async with memory.reserve_within(declared, MEMORY_PATIENCE_SECONDS) as held:
             if held:
                 await _parse_into_memory(request, declared)
                 yield
