@@ -83,7 +83,11 @@ class UploadMemory:
                 and not self._waiting
             )
 
-        if wanted <= self.receiving_budget:
+        if fits():  # the usual case: no lock, no timer
+            self.free -= wanted
+            self.receiving += wanted
+            held = True
+        elif wanted <= self.receiving_budget:
             async with self._changed:
                 try:
                     async with asyncio.timeout(seconds):

@@ -146,6 +146,7 @@ async def _parse_into_memory(request: Request, declared: int) -> None:
 
 def _content_length(request: Request) -> int | None:
     try:
-        return int(request.headers["content-length"])
+        declared = int(request.headers["content-length"])
     except (KeyError, ValueError):
         return None
+    return declared if declared >= 0 else None
