@@ -41,7 +41,14 @@ from typing import Any
 from benchmarks.cli import add_common_arguments, description
 from benchmarks.database import BenchDatabase, bench_database
 from benchmarks.load import Request, closed_loop, multipart_body
-from benchmarks.proc import CpuWatch, cpu_seconds, postgres_cpu_seconds, wait_for_quiet_machine
+from benchmarks.proc import (
+    _POSTMASTER,
+    CLOCK_TICKS,
+    CpuWatch,
+    cpu_seconds,
+    postgres_cpu_seconds,
+    wait_for_quiet_machine,
+)
 from benchmarks.report import Report, machine_info, print_machine
 from benchmarks.service import Service, log_directory, raise_nofile_limit, service_environment
 from benchmarks.stages import FakeStages, fake_stages
@@ -199,6 +206,7 @@ async def measure_create_only(
 ) -> dict[str, Any]:
     await truncate(services.create_database)
     service = services.create_only
+    postgres_before = postgres_cpu_with_exited()
     with py_spy(service.pid, profile):
         result = await closed_loop(
             service.port, requests, clients=args.clients, max_requests=tasks,
@@ -210,7 +218,7 @@ async def measure_create_only(
         "tasks_per_second": round(result.rate, 1),
         "service_cpu_ms": round(result.service_cpu_seconds / max(result.ok, 1) * 1000, 2),
         "postgres_cpu_ms": round(
-            result.machine.get("postgres_cpu_s", 0.0) / max(result.ok, 1) * 1000, 2
+            (postgres_cpu_with_exited() - postgres_before) / max(result.ok, 1) * 1000, 2
         ),
         "other_cpu_share": result.machine.get("foreign_cpu_share", 0.0),
     }
@@ -228,7 +236,7 @@ async def measure_full(
     service = services.full
     watch = CpuWatch([service.pid, fakes.pid])
     service_before = cpu_seconds(service.pid)
-    postgres_before = postgres_cpu_seconds()
+    postgres_before = postgres_cpu_with_exited()
     fakes_before = cpu_seconds(fakes.pid)
     started = time.perf_counter()
     with py_spy(service.pid, profile):
@@ -239,7 +247,7 @@ async def measure_full(
         finished = await wait_until_finished(services.full_database, uploads.ok, args.timeout)
     elapsed = time.perf_counter() - started
     service_cpu = cpu_seconds(service.pid) - service_before
-    postgres_cpu = postgres_cpu_seconds() - postgres_before
+    postgres_cpu = postgres_cpu_with_exited() - postgres_before
     fakes_cpu = cpu_seconds(fakes.pid) - fakes_before
     machine = watch.finish()
     done = max(finished, 1)
@@ -255,6 +263,20 @@ async def measure_full(
         "fakes_cpu_ms": round(fakes_cpu / done * 1000, 2),
         "other_cpu_share": machine["foreign_cpu_share"],
     }
+
+
+def postgres_cpu_with_exited() -> float:
+    """CPU time of the benchmark's PostgreSQL, including backends that have exited.
+
+    `postgres_cpu_seconds` sums the running processes, so a backend (or autovacuum
+    worker) that ends between two readings takes its CPU time with it; the postmaster's
+    `cutime + cstime` (children it has reaped) holds it.
+    """
+    if not _POSTMASTER:
+        return postgres_cpu_seconds()
+    fields = Path(f"/proc/{_POSTMASTER[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+    return postgres_cpu_seconds() + reaped
 
 
 def median_of(runs: Sequence[dict[str, Any]], key: str) -> float:
