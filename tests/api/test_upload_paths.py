@@ -205,3 +205,34 @@ async def test_stalled_uploads_holding_memory_do_not_stop_other_uploads(
     finally:
         writer.close()
     assert (await stored_audio(engine))[0] == AUDIO
+
+
+@pytest.fixture
+def impatient(database_url: URL, clean_database: None) -> Iterator[tuple[FastAPI, str]]:
+    # A short grace and a high rate, so a stalled body is ended within a second or two.
+    settings = make_settings(upload_rate_grace_seconds=0.5, upload_min_rate_kbps=64)
+    app = create_app(settings, database_url=database_url)
+    with live_server(app) as base_url:
+        yield app, base_url
+
+
+async def test_a_stalled_upload_received_into_memory_is_408_and_gives_its_share_back(
+    impatient: tuple[FastAPI, str],
+) -> None:
+    app, base_url = impatient
+    memory = app.state.runtime.upload_memory
+    address = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    try:
+        writer.write(head(len(FILE_FIRST)) + FILE_FIRST[:50_000])
+        await writer.drain()
+        await eventually(lambda: memory.receiving or None, within=10)  # into memory
+        async with asyncio.timeout(20):
+            answer = await reader.read()  # until the server closes the connection
+    finally:
+        writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"too slowly" in answer
+    await eventually(lambda: memory.free == memory.budget or None, within=10)
+    assert memory.receiving == 0
