@@ -1,13 +1,17 @@
 """A budget for upload bytes held in memory at once.
 
-Two phases of an upload take from it. Parsing: a form being received holds up to
-1 MiB of its file (Starlette spools the rest to disk) and its capped text fields, so
-it reserves that much (or its Content-Length, if smaller) before its first byte is
-read. Storing: the bytes, then the driver's copy. Sixteen concurrent 5 MB uploads would
-need a few hundred MB at the same moment; with the budget, uploads beyond it wait
-their turn (unread, or spooled to disk) and memory stays flat whatever the concurrency.
-The two reservations of one upload never overlap, so they cannot wait on each other.
-"""
+An upload whose body declares its length takes, before its first byte is read, what
+storing it costs (`storage_bytes`: its buffer and the driver's copy) if that much is
+free within a second, out of at most half the budget; it is then parsed straight into
+memory and stored from there, and gives the share back once stored. Otherwise it waits
+no longer: it is parsed as before, holding 1 MiB of its file (Starlette spools the rest
+to disk) and its capped text fields (or its Content-Length, if smaller) while it is
+received, and then waits for its storage share. Sixteen concurrent 5 MB uploads would
+need a few hundred MB at the same moment; with the budget, uploads beyond it wait their
+turn or are received on disk and stored in turn, and memory stays flat whatever the
+concurrency. Slow clients cannot hold more than half the budget while their bytes
+trickle in, so uploads received on disk always have the other half. The two
+reservations of a spooled upload never overlap, so they cannot wait on each other."""
 
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-# The bytes read, and the database driver's encoded copy of them.
+# The upload's bytes, and the database driver's copy of them that waits in the
+# connection's send buffer until PostgreSQL has read it. (While the driver encodes a
+# statement it briefly holds two more copies of that one upload; that happens within
+# one step of the event loop, so for one upload at a time per process.)
 COPIES_IN_MEMORY = 2
 
 
@@ -23,6 +30,12 @@ class UploadMemory:
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self.free = budget_bytes
+        # Uploads received into memory hold their share while their bytes arrive, which
+        # a slow client can make last minutes: they may hold at most this much, so the
+        # rest always serves uploads received on disk (which hold only a parse share).
+        self.receiving_budget = budget_bytes // 2
+        self.receiving = 0
+        self._waiting = 0
         self._changed = asyncio.Condition()
 
     def storage_bytes(self, upload_bytes: int) -> int:
@@ -41,11 +54,57 @@ class UploadMemory:
         """Wait until `wanted` bytes (at most the whole budget) are free, and hold them."""
         wanted = min(self.budget, wanted)
         async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= wanted)
+            self._waiting += 1
+            try:
+                await self._changed.wait_for(lambda: self.free >= wanted)
+            finally:
+                self._waiting -= 1
             self.free -= wanted
         try:
             yield
         finally:
+            await self._give_back(wanted)
+
+    @asynccontextmanager
+    async def reserve_within(self, upload_bytes: int, seconds: float) -> AsyncIterator[bool]:
+        """Hold the storage share of an upload received into memory, if it is free
+        within `seconds` (and within `receiving_budget`).
+
+        Yields whether it holds it; a share larger than `receiving_budget` is refused at
+        once. Those waiting for a share they need (`reserve_bytes`) go first.
+        """
+        wanted = upload_bytes * COPIES_IN_MEMORY
+        held = False
+
+        def fits() -> bool:
+            return (
+                self.free >= wanted
+                and self.receiving + wanted <= self.receiving_budget
+                and not self._waiting
+            )
+
+        if fits():  # the usual case: no lock, no timer
+            self.free -= wanted
+            self.receiving += wanted
+            held = True
+        elif wanted <= self.receiving_budget:
             async with self._changed:
-                self.free += wanted
-                self._changed.notify_all()
+                try:
+                    async with asyncio.timeout(seconds):
+                        await self._changed.wait_for(fits)
+                    self.free -= wanted
+                    self.receiving += wanted
+                    held = True
+                except TimeoutError:
+                    pass
+        try:
+            yield held
+        finally:
+            if held:
+                self.receiving -= wanted
+                await self._give_back(wanted)
+
+    async def _give_back(self, held: int) -> None:
+        async with self._changed:
+            self.free += held
+            self._changed.notify_all()

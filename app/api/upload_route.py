@@ -4,25 +4,39 @@ FastAPI parses a form body before it runs a route's dependencies, so a check wri
 as a dependency (who is calling, is this multipart at all) would come only after the
 whole upload had been received. These routes answer 401, 403, 413 and 415 from the
 headers alone, then parse the form within the upload memory budget and with caps on
-its parts, and only then hand over to FastAPI.
+its parts, and only then hand over to FastAPI, which finds the form parsed.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
 from fastapi.routing import APIRoute
+from python_multipart.multipart import parse_options_header
 
 from app.api.identity import require_trusted_client, resolve_caller
-from app.api.uploads import PARSE_MEMORY_BYTES, UPLOAD_FORM_LIMITS, require_multipart
+from app.api.multipart_form import BufferedFormParser, MultipartFormError
+from app.api.uploads import (
+    PARSE_MEMORY_BYTES,
+    UPLOAD_FORM_LIMITS,
+    UPLOAD_PART_CAPS,
+    require_multipart,
+)
 from app.runtime import Runtime
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+# How long an upload waits, unread, for its share of the memory budget before it is
+# received on disk instead. Shares come back as uploads are stored (a 5 MB one within
+# tens of milliseconds), so at load nearly every upload takes the cheaper way through
+# memory; while slow clients hold the budget, others lose at most this long.
+MEMORY_PATIENCE_SECONDS = 1.0
 
 
 class UploadAwareRoute(APIRoute):
@@ -35,10 +49,11 @@ class UploadAwareRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             runtime: Runtime = request.app.state.runtime
             self.check_caller(request, runtime)
-            if reads_form:
-                await require_multipart(request)
-                await parse_upload_form(request, runtime)
-            return await handler(request)
+            if not reads_form:
+                return await handler(request)
+            await require_multipart(request)
+            async with received_upload_form(request, runtime):
+                return await handler(request)
 
         return guarded
 
@@ -88,21 +103,50 @@ class LegacyRoute(UploadAwareRoute):
         require_trusted_client(runtime.settings, client.host if client else None)
 
 
-async def parse_upload_form(request: Request, runtime: Runtime) -> None:
-    """Parse the form (FastAPI then finds it parsed) while holding its share of the budget.
+@asynccontextmanager
+async def received_upload_form(request: Request, runtime: Runtime) -> AsyncIterator[None]:
+    """Parse the form within the upload memory budget; the block runs the route.
 
-    While it is parsed a form holds at most one spooled file's in-memory part and its
-    capped text fields; the share is taken before the first byte is read, so parsing
-    uploads together stay within the budget and the rest wait with their bodies unread.
+    A body that declares its length, and whose storage share of the budget is free
+    within `MEMORY_PATIENCE_SECONDS`, is parsed into memory (`BufferedFormParser`) and
+    holds that share until the route has stored it. Any other body is parsed by
+    Starlette, its file spooled to disk, while it holds a parse share: at most one
+    spooled file's in-memory part and its capped text fields. That share is taken
+    before the first byte is read, so uploads parsed together stay within the budget
+    and the rest wait with their bodies unread; the route then waits for the storage
+    share (`create_from_upload`).
     """
     declared = _content_length(request)
+    if declared is not None:
+        memory = runtime.upload_memory
+        async with memory.reserve_within(declared, MEMORY_PATIENCE_SECONDS) as held:
+            if held:
+                await _parse_into_memory(request, declared)
+                yield
+                return
     share = PARSE_MEMORY_BYTES if declared is None else min(declared, PARSE_MEMORY_BYTES)
     async with runtime.upload_memory.reserve_bytes(share):
         await request.form(**UPLOAD_FORM_LIMITS)
+    yield
+
+
+async def _parse_into_memory(request: Request, declared: int) -> None:
+    content_type = request.headers["content-type"]
+    if parse_options_header(content_type)[0] != b"multipart/form-data":
+        await request.form(**UPLOAD_FORM_LIMITS)  # not a form after all: an empty one
+        return
+    try:
+        parser = BufferedFormParser(content_type, UPLOAD_PART_CAPS, body_length=declared)
+        form = await parser.parse(request.stream())
+    except MultipartFormError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=error.message) from None
+    # Where Starlette keeps the form it parsed: FastAPI's `request.form()` returns it.
+    request._form = form
 
 
 def _content_length(request: Request) -> int | None:
     try:
-        return int(request.headers["content-length"])
+        declared = int(request.headers["content-length"])
     except (KeyError, ValueError):
         return None
+    return declared if declared >= 0 else None

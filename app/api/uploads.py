@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from tempfile import SpooledTemporaryFile
 from typing import Annotated, Any, TypedDict
@@ -13,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.formparsers import MultiPartParser
 
+from app.api.multipart_form import PartCaps
+from app.api.part_buffer import buffered_part
 from app.api.schemas import ErrorResponse
 from app.config import Settings
 from app.db.models import CALLBACK_URL_MAX_LENGTH, METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
@@ -37,6 +40,12 @@ MAX_TEXT_FIELDS = 8
 MAX_TEXT_FIELD_BYTES = 8 * 1024
 UPLOAD_FORM_LIMITS = FormLimits(
     max_files=1, max_fields=MAX_TEXT_FIELDS, max_part_size=MAX_TEXT_FIELD_BYTES
+)
+# The same caps for the parser that reads a form into memory (app/api/multipart_form.py).
+UPLOAD_PART_CAPS = PartCaps(
+    max_files=UPLOAD_FORM_LIMITS["max_files"],
+    max_fields=UPLOAD_FORM_LIMITS["max_fields"],
+    max_text_bytes=UPLOAD_FORM_LIMITS["max_part_size"],
 )
 # Memory a form can hold while it is parsed: the in-memory part of its spooled file
 # plus its text fields at their caps.
@@ -162,7 +171,11 @@ async def create_from_upload(
         # so that waiting uploads hold nothing outside the budget.
         spooled.rollover()
     callback_url = await check_callback(runtime, upload.callback_url)
-    async with memory.reserve(size):
+    # A file parsed into memory holds its storage share since before its first byte.
+    storing: AbstractAsyncContextManager[None] = (
+        nullcontext() if buffered_part(upload.file) else memory.reserve(size)
+    )
+    async with storing:
         new = await read_upload(
             runtime.settings,
             user_id=user_id,
@@ -212,7 +225,8 @@ async def read_upload(
     limit = settings.max_upload_bytes
     if file.size is not None and file.size > limit:
         raise upload_too_large(settings.max_upload_mb)
-    audio = await file.read(limit + 1)
+    buffer = buffered_part(file)
+    audio = buffer.view() if buffer is not None else await file.read(limit + 1)
     if len(audio) > limit:
         raise upload_too_large(settings.max_upload_mb)
     if not audio:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Integer, LargeBinary, String, delete, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.db.models import Task, TaskAudio
 
@@ -41,6 +42,15 @@ class PageCursor:
     id: uuid.UUID
 
 
+@dataclass(frozen=True)
+class Recording:
+    """The uploaded audio and what the client said about it."""
+
+    content: bytes | memoryview
+    filename: str | None
+    content_type: str | None
+
+
 async def insert_task(
     session: AsyncSession,
     *,
@@ -49,10 +59,13 @@ async def insert_task(
     title: str,
     idempotency_key: str | None,
     request_fingerprint: str | None,
+    upload: Recording,
     callback_url: str | None = None,
 ) -> Task | None:
-    """Insert a task; None when the user's idempotency key is already taken (a retry race)."""
-    statement = (
+    """Insert a task and its upload in one statement (one round trip, and the audio's
+    only trip to the database); None when the user's idempotency key is already taken
+    (a retry race), and then nothing is inserted."""
+    new_task = (
         insert(Task)
         .values(
             user_id=user_id,
@@ -66,31 +79,29 @@ async def insert_task(
             index_elements=[Task.user_id, Task.idempotency_key],
             index_where=Task.idempotency_key.is_not(None),
         )
-        .returning(Task)
+        .returning(*Task.__table__.columns)
+        .cte("new_task")
     )
-    return (await session.scalars(statement)).one_or_none()
-
-
-async def insert_audio(
-    session: AsyncSession,
-    task_id: uuid.UUID,
-    *,
-    kind: str,
-    content: bytes,
-    filename: str | None,
-    content_type: str | None,
-) -> None:
     # A Core insert: an ORM object would keep the bytes alive until the session closes.
-    await session.execute(
-        insert(TaskAudio).values(
-            task_id=task_id,
-            kind=kind,
-            content=content,
-            filename=filename,
-            content_type=content_type,
-            size=len(content),
+    new_audio = (
+        insert(TaskAudio)
+        .from_select(
+            ["task_id", "kind", "content", "filename", "content_type", "size"],
+            select(
+                new_task.c.id,
+                literal("upload", String),
+                # Bound as given: asyncpg encodes any buffer, so a view of the parsed
+                # upload reaches it without a copy (the dialect adds no processor).
+                literal(upload.content, LargeBinary),
+                literal(upload.filename, String),
+                literal(upload.content_type, String),
+                literal(len(upload.content), Integer),
+            ),
         )
+        .cte("new_audio")
     )
+    statement = select(aliased(Task, new_task)).add_cte(new_audio)
+    return (await session.scalars(statement)).one_or_none()
 
 
 async def find_by_idempotency_key(

@@ -22,7 +22,7 @@ from app.db.status import TaskStatus
 from app.tasks import repository
 from app.tasks.errors import IdempotencyConflict, InvalidCursor, TaskNotFound
 from app.tasks.report import StageTiming, stage_timings
-from app.tasks.repository import PageCursor
+from app.tasks.repository import PageCursor, Recording
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class NewTask:
     user_id: uuid.UUID
     text_id: uuid.UUID
     title: str
-    audio: bytes
+    audio: bytes | memoryview  # a view of the parsed upload, not a copy
     filename: str | None
     content_type: str | None
     callback_url: str | None = None
@@ -77,6 +77,7 @@ async def create_task(
         title=new.title,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
+        upload=Recording(content=new.audio, filename=new.filename, content_type=new.content_type),
         callback_url=new.callback_url,
     )
     if task is None:
@@ -86,14 +87,6 @@ async def create_task(
         if existing is None:  # pragma: no cover - the winner rolled back; let the client retry
             raise IdempotencyConflict("A request with this Idempotency-Key is in progress.")
         return _replay(existing, fingerprint)
-    await repository.insert_audio(
-        session,
-        task.id,
-        kind="upload",
-        content=new.audio,
-        filename=new.filename,
-        content_type=new.content_type,
-    )
     await append_event(session, task.id, EventRecord(kind="status", status=TaskStatus.CREATED))
     return CreatedTask(task=task, replayed=False)
 
