@@ -34,19 +34,26 @@ import gc
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.history import EVENTS_CHANNEL, EventRecord, append_event
 from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database, seed_tasks
-from benchmarks.followers import Follower, follow
+from benchmarks.database import BenchDatabase, bench_database
+from benchmarks.followers import (
+    Follower,
+    seed_followers,
+    start_following,
+    stop_following,
+    wait_until,
+    writer_sessions,
+)
 from benchmarks.load import latency_summary
 from benchmarks.proc import CpuWatch, cpu_seconds, wait_for_quiet_machine
 from benchmarks.report import Report, machine_info, print_machine
@@ -145,13 +152,6 @@ def arrivals(followers: Sequence[Follower], commits: Commits) -> list[float]:
     return latencies
 
 
-async def wait_until(condition: Callable[[], bool], within: float) -> None:
-    """Poll `condition` every 0.1 s until it holds or `within` seconds passed."""
-    deadline = time.monotonic() + within
-    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls clients' state)
-        await asyncio.sleep(0.1)
-
-
 async def wait_for(
     followers: Sequence[Follower], expected: int, commits: Commits, within: float
 ) -> int:
@@ -171,25 +171,10 @@ async def run_part(
     sessions: async_sessionmaker[AsyncSession],
     part: Part,
 ) -> dict[str, Any]:
-    users = [uuid.uuid4() for _ in range(part.tasks)]
-    connection = await database.connect()
-    try:
-        tasks = await seed_tasks(connection, users, audio=b"\0\0\0\0")
-    finally:
-        await connection.close()
-    owner = dict(zip(tasks, users, strict=True))
-    followers = [
-        Follower(task_id=tasks[i % len(tasks)], user_id=owner[tasks[i % len(tasks)]])
-        for i in range(part.followers)
-    ]
+    tasks, followers = await seed_followers(database, part.tasks, part.followers)
     per_task = part.followers // part.tasks
-    opening = asyncio.Semaphore(args.connect_concurrency)
-    held_signal = asyncio.Event()
     started = time.perf_counter()
-    runners = [
-        asyncio.create_task(follow(follower, service.port, opening, held_signal))
-        for follower in followers
-    ]
+    runners = start_following(followers, service.port, args.connect_concurrency)
     await wait_until(lambda: all(f.state != "new" for f in followers), args.connect_timeout)
     connect_seconds = time.perf_counter() - started
     held = sum(1 for follower in followers if follower.state == "held")
@@ -235,9 +220,7 @@ async def run_part(
     finally:
         gc.enable()
         gc.unfreeze()
-        for runner in runners:
-            runner.cancel()
-        await asyncio.gather(*runners, return_exceptions=True)
+        await stop_following(runners)
 
     def median(pick: Any) -> float:
         values = [pick(window) for window in windows]
@@ -377,18 +360,10 @@ async def run(args: argparse.Namespace) -> None:
         machine = await machine_info(database, args.source)
         machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
         machine["compared_with"] = str(args.compare) if args.compare else None
-        engine = create_async_engine(
-            database.url,
-            pool_size=1,
-            connect_args={"server_settings": {"application_name": "benchmark-writer"}},
-        )
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        try:
+        async with writer_sessions(database) as sessions:
             with log_directory("sse_fanout", keep=args.keep_logs) as logs:
                 for label, source in trees.items():
                     runs[label] = await run_tree(args, database, sessions, source, logs)
-        finally:
-            await engine.dispose()
     print_machine(report, machine)
     print_report(report, runs)
     report.figures = {
