@@ -59,6 +59,17 @@ def boundary_of(request: httpx.Request) -> str:
     return request.headers["content-type"].split("boundary=", 1)[1]
 
 
+def as_httpx_builds_multipart(
+    client: ServiceClient, sent: httpx.Request, **kwargs: object
+) -> httpx.Request:
+    """The multipart request httpx builds from `kwargs`, framed with `sent`'s boundary."""
+    return as_httpx_builds(
+        client,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
+        **kwargs,
+    )
+
+
 async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -> None:
     client = PreprocessingClient(config, config.base_url, create_metrics(), TLS)
     captured = Captured()
@@ -68,10 +79,10 @@ async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -
     assert await client.preprocess(pcm) == WAV
 
     [sent] = captured.requests
-    expected = as_httpx_builds(
+    expected = as_httpx_builds_multipart(
         client,
+        sent,
         files={"file": ("audio.pcm", pcm, "application/octet-stream")},
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
     )
     assert sent.content == expected.read()
     assert sorted(sent.headers.multi_items()) == sorted(expected.headers.multi_items())
@@ -87,11 +98,11 @@ async def test_transcribing_sends_what_httpx_would(config: DownstreamService) ->
     assert await client.transcribe(WAV) == "a b"
 
     [sent] = captured.requests
-    expected = as_httpx_builds(
+    expected = as_httpx_builds_multipart(
         client,
+        sent,
         data={"lang": "english"},
         files={"file": ("audio.wav", WAV, "audio/wav")},
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
     )
     assert sent.content == expected.read()
     assert sorted(sent.headers.multi_items()) == sorted(expected.headers.multi_items())
@@ -144,9 +155,9 @@ async def test_a_large_file_is_sent_as_it_is_between_its_framing(
     assert len(pieces) == 3
     assert pieces[1] is pcm  # the caller's object: not copied
     [sent] = captured.requests
-    expected = as_httpx_builds(
+    expected = as_httpx_builds_multipart(
         client,
+        sent,
         files={"file": ("audio.pcm", pcm, "application/octet-stream")},
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
     )
     assert sent.content == expected.read()
