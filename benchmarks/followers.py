@@ -165,6 +165,15 @@ async def wait_until(condition: Callable[[], bool], within: float) -> None:
         await asyncio.sleep(0.1)
 
 
+def add_following_arguments(
+    parser: argparse.ArgumentParser, *, connect_timeout: float, drain_timeout: float
+) -> None:
+    """The options of `start_following` and of the waits for the streams to open and end."""
+    parser.add_argument("--connect-concurrency", type=int, default=200, help="streams opening")
+    parser.add_argument("--connect-timeout", type=float, default=connect_timeout)
+    parser.add_argument("--drain-timeout", type=float, default=drain_timeout)
+
+
 @contextlib.asynccontextmanager
 async def writer_sessions(
     database: BenchDatabase,
@@ -461,9 +470,7 @@ def main() -> None:
         default="20",
         help="between two committed transitions: one value, or one per phase (default: 20)",
     )
-    parser.add_argument("--connect-concurrency", type=int, default=200, help="streams opening")
-    parser.add_argument("--connect-timeout", type=float, default=300.0)
-    parser.add_argument("--drain-timeout", type=float, default=60.0)
+    add_following_arguments(parser, connect_timeout=300.0, drain_timeout=60.0)
     add_common_arguments(parser)
     asyncio.run(run(parser.parse_args()))
 

@@ -48,6 +48,7 @@ from benchmarks.cli import add_common_arguments, description
 from benchmarks.database import BenchDatabase, bench_database
 from benchmarks.followers import (
     Follower,
+    add_following_arguments,
     seed_followers,
     start_following,
     stop_following,
@@ -389,9 +390,7 @@ def main() -> None:
     parser.add_argument("--load-rate", type=float, default=5000.0, help="transitions/s offered")
     parser.add_argument("--load-batch", type=int, default=100, help="tasks per transaction")
     parser.add_argument("--load-seconds", type=float, default=1.0, help="per window")
-    parser.add_argument("--connect-concurrency", type=int, default=200, help="streams opening")
-    parser.add_argument("--connect-timeout", type=float, default=240.0)
-    parser.add_argument("--drain-timeout", type=float, default=30.0)
+    add_following_arguments(parser, connect_timeout=240.0, drain_timeout=30.0)
     add_common_arguments(parser)
     asyncio.run(run(parser.parse_args()))
 

@@ -59,15 +59,18 @@ def boundary_of(request: httpx.Request) -> str:
     return request.headers["content-type"].split("boundary=", 1)[1]
 
 
-def as_httpx_builds_multipart(
-    client: ServiceClient, sent: httpx.Request, **kwargs: object
-) -> httpx.Request:
-    """The multipart request httpx builds from `kwargs`, framed with `sent`'s boundary."""
-    return as_httpx_builds(
+def sent_and_httpx_multipart(
+    client: ServiceClient, captured: Captured, **kwargs: object
+) -> tuple[httpx.Request, httpx.Request]:
+    """The one request sent, and the multipart request httpx builds from `kwargs` framed
+    with the sent request's boundary."""
+    [sent] = captured.requests
+    expected = as_httpx_builds(
         client,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
         **kwargs,
     )
+    return sent, expected
 
 
 async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -> None:
@@ -78,10 +81,9 @@ async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -
 
     assert await client.preprocess(pcm) == WAV
 
-    [sent] = captured.requests
-    expected = as_httpx_builds_multipart(
+    sent, expected = sent_and_httpx_multipart(
         client,
-        sent,
+        captured,
         files={"file": ("audio.pcm", pcm, "application/octet-stream")},
     )
     assert sent.content == expected.read()
@@ -97,10 +99,9 @@ async def test_transcribing_sends_what_httpx_would(config: DownstreamService) ->
 
     assert await client.transcribe(WAV) == "a b"
 
-    [sent] = captured.requests
-    expected = as_httpx_builds_multipart(
+    sent, expected = sent_and_httpx_multipart(
         client,
-        sent,
+        captured,
         data={"lang": "english"},
         files={"file": ("audio.wav", WAV, "audio/wav")},
     )
@@ -154,10 +155,9 @@ async def test_a_large_file_is_sent_as_it_is_between_its_framing(
 
     assert len(pieces) == 3
     assert pieces[1] is pcm  # the caller's object: not copied
-    [sent] = captured.requests
-    expected = as_httpx_builds_multipart(
+    sent, expected = sent_and_httpx_multipart(
         client,
-        sent,
+        captured,
         files={"file": ("audio.pcm", pcm, "application/octet-stream")},
     )
     assert sent.content == expected.read()
