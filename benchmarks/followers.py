@@ -449,11 +449,18 @@ async def run(args: argparse.Namespace) -> None:
 
 def start_service(args: argparse.Namespace, database: BenchDatabase, logs: Path) -> Service:
     cap = max(20000, 2 * max(int(v) for v in args.followers.split(",")))
+    return start_streaming_service(args, database, logs, SERVICE_NAME, cap)
+
+
+def start_streaming_service(
+    args: argparse.Namespace, database: BenchDatabase, logs: Path, name: str, cap: int
+) -> Service:
+    """An API service that holds up to `cap` streams, all of one user if need be."""
     return start_api_service(
         args,
         database,
         logs,
-        SERVICE_NAME,
+        name,
         raise_nofile=True,
         SSE_MAX_FOLLOWERS=cap,
         # One user per task: each user has followers/tasks streams open, far above the cap.

@@ -51,6 +51,7 @@ from benchmarks.followers import (
     add_following_arguments,
     seed_followers,
     start_following,
+    start_streaming_service,
     stop_following,
     wait_until,
     writer_sessions,
@@ -58,7 +59,7 @@ from benchmarks.followers import (
 from benchmarks.load import latency_summary
 from benchmarks.proc import CpuWatch, cpu_seconds, wait_for_quiet_machine
 from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
+from benchmarks.service import Service, log_directory, raise_nofile_limit
 
 SERVICE_NAME = "bench-sse-fanout"
 GOAL_LATENCY_P99_MS = 20.0  # 5 followers
@@ -275,15 +276,7 @@ async def run_tree(
 ) -> list[dict[str, Any]]:
     tree_args = argparse.Namespace(**{**vars(args), "source": source})
     cap = 4 * args.followers
-    service = start_api_service(
-        tree_args,
-        database,
-        logs,
-        SERVICE_NAME,
-        raise_nofile=True,
-        SSE_MAX_FOLLOWERS=cap,
-        SSE_MAX_FOLLOWERS_PER_USER=cap,
-    )
+    service = start_streaming_service(tree_args, database, logs, SERVICE_NAME, cap)
     results = []
     try:
         for part in parts(args):
