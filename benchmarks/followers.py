@@ -31,7 +31,7 @@ import contextlib
 import gc
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,73 @@ async def follow(
             writer.close()
 
 
+async def seed_followers(
+    database: BenchDatabase, task_count: int, follower_count: int
+) -> tuple[list[uuid.UUID], list[Follower]]:
+    """`task_count` fresh tasks, one user each, and `follower_count` followers spread over them."""
+    users = [uuid.uuid4() for _ in range(task_count)]
+    connection = await database.connect()
+    try:
+        tasks = await seed_tasks(connection, users, audio=b"\0\0\0\0")
+    finally:
+        await connection.close()
+    owner = dict(zip(tasks, users, strict=True))
+    followers = [
+        Follower(task_id=tasks[i % len(tasks)], user_id=owner[tasks[i % len(tasks)]])
+        for i in range(follower_count)
+    ]
+    return tasks, followers
+
+
+def start_following(
+    followers: Sequence[Follower], port: int, concurrency: int
+) -> list[asyncio.Task[None]]:
+    """One runner per follower, at most `concurrency` streams opening at a time."""
+    opening = asyncio.Semaphore(concurrency)
+    held_signal = asyncio.Event()
+    return [
+        asyncio.create_task(follow(follower, port, opening, held_signal)) for follower in followers
+    ]
+
+
+async def stop_following(runners: Sequence[asyncio.Task[None]]) -> None:
+    for runner in runners:
+        runner.cancel()
+    await asyncio.gather(*runners, return_exceptions=True)
+
+
+async def wait_until(condition: Callable[[], bool], within: float) -> None:
+    """Poll `condition` every 0.1 s until it holds or `within` seconds passed."""
+    deadline = time.monotonic() + within
+    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls clients' state)
+        await asyncio.sleep(0.1)
+
+
+def add_following_arguments(
+    parser: argparse.ArgumentParser, *, connect_timeout: float, drain_timeout: float
+) -> None:
+    """The options of `start_following` and of the waits for the streams to open and end."""
+    parser.add_argument("--connect-concurrency", type=int, default=200, help="streams opening")
+    parser.add_argument("--connect-timeout", type=float, default=connect_timeout)
+    parser.add_argument("--drain-timeout", type=float, default=drain_timeout)
+
+
+@contextlib.asynccontextmanager
+async def writer_sessions(
+    database: BenchDatabase,
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on one connection of their own, named so the samplers can tell it apart."""
+    engine = create_async_engine(
+        database.url,
+        pool_size=1,
+        connect_args={"server_settings": {"application_name": "benchmark-writer"}},
+    )
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()
+
+
 @dataclass
 class ConnectionSampler:
     """Samples the service's database connections every `interval` seconds; keeps maxima."""
@@ -200,34 +267,15 @@ async def run_phase(
     count: int,
     interval_ms: float,
 ) -> dict[str, Any]:
-    users = [uuid.uuid4() for _ in range(args.tasks)]
-    connection = await database.connect()
-    try:
-        tasks = await seed_tasks(connection, users, audio=b"\0\0\0\0")
-    finally:
-        await connection.close()
-    owner = dict(zip(tasks, users, strict=True))
-    followers = [
-        Follower(task_id=tasks[i % len(tasks)], user_id=owner[tasks[i % len(tasks)]])
-        for i in range(count)
-    ]
+    tasks, followers = await seed_followers(database, args.tasks, count)
 
     sampler = ConnectionSampler(database)
     sampler.start()
     rss_before = memory_kb(service.pid)["VmRSS"]
-    opening = asyncio.Semaphore(args.connect_concurrency)
-    held_signal = asyncio.Event()
     connect_cpu_before = cpu_seconds(service.pid)
     started = time.perf_counter()
-    runners = [
-        asyncio.create_task(follow(follower, service.port, opening, held_signal))
-        for follower in followers
-    ]
-    deadline = time.monotonic() + args.connect_timeout
-    while time.monotonic() < deadline:
-        if all(follower.state != "new" for follower in followers):
-            break
-        await asyncio.sleep(0.1)
+    runners = start_following(followers, service.port, args.connect_concurrency)
+    await wait_until(lambda: all(f.state != "new" for f in followers), args.connect_timeout)
     connect_seconds = time.perf_counter() - started
     connect_cpu = cpu_seconds(service.pid) - connect_cpu_before
     held = sum(1 for follower in followers if follower.state == "held")
@@ -246,11 +294,7 @@ async def run_phase(
     commits = await commit_transitions(sessions, tasks, interval=interval_ms / 1000)
     commit_seconds = [returned - sent for sent, returned in commits.values()]
     # The streams end after `completed`; wait for them (bounded).
-    deadline = time.monotonic() + args.drain_timeout
-    while time.monotonic() < deadline:
-        if not any(follower.state == "held" for follower in followers):
-            break
-        await asyncio.sleep(0.1)
+    await wait_until(lambda: all(f.state != "held" for f in followers), args.drain_timeout)
     service_cpu = cpu_seconds(service.pid) - service_cpu_before
     transitions_seconds = time.perf_counter() - transitions_started
     machine_cpu = watch.finish()
@@ -260,9 +304,7 @@ async def run_phase(
     await asyncio.sleep(1.0)
     rss_after = memory_kb(service.pid)["VmRSS"]
 
-    for runner in runners:
-        runner.cancel()
-    await asyncio.gather(*runners, return_exceptions=True)
+    await stop_following(runners)
 
     from_returned: list[float] = []
     from_sent: list[float] = []
@@ -380,14 +422,8 @@ async def run(args: argparse.Namespace) -> None:
         machine = await machine_info(database, args.source)
         machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
         machine["load_generator_nofile"] = limit
-        engine = create_async_engine(
-            database.url,
-            pool_size=1,
-            connect_args={"server_settings": {"application_name": "benchmark-writer"}},
-        )
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
         phases: list[dict[str, Any]] = []
-        try:
+        async with writer_sessions(database) as sessions:
             with log_directory("followers", keep=args.keep_logs) as logs:
                 service = start_service(args, database, logs)
                 try:
@@ -400,8 +436,6 @@ async def run(args: argparse.Namespace) -> None:
                         )
                 finally:
                     service.stop()
-        finally:
-            await engine.dispose()
     print_machine(report, machine)
     print_report(report, phases)
     report.figures = {
@@ -415,11 +449,18 @@ async def run(args: argparse.Namespace) -> None:
 
 def start_service(args: argparse.Namespace, database: BenchDatabase, logs: Path) -> Service:
     cap = max(20000, 2 * max(int(v) for v in args.followers.split(",")))
+    return start_streaming_service(args, database, logs, SERVICE_NAME, cap)
+
+
+def start_streaming_service(
+    args: argparse.Namespace, database: BenchDatabase, logs: Path, name: str, cap: int
+) -> Service:
+    """An API service that holds up to `cap` streams, all of one user if need be."""
     return start_api_service(
         args,
         database,
         logs,
-        SERVICE_NAME,
+        name,
         raise_nofile=True,
         SSE_MAX_FOLLOWERS=cap,
         # One user per task: each user has followers/tasks streams open, far above the cap.
@@ -436,9 +477,7 @@ def main() -> None:
         default="20",
         help="between two committed transitions: one value, or one per phase (default: 20)",
     )
-    parser.add_argument("--connect-concurrency", type=int, default=200, help="streams opening")
-    parser.add_argument("--connect-timeout", type=float, default=300.0)
-    parser.add_argument("--drain-timeout", type=float, default=60.0)
+    add_following_arguments(parser, connect_timeout=300.0, drain_timeout=60.0)
     add_common_arguments(parser)
     asyncio.run(run(parser.parse_args()))
 

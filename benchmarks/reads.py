@@ -45,8 +45,7 @@ from benchmarks.database import BenchDatabase, bench_database, seed_tasks
 from benchmarks.load import LoadResult, Request, closed_loop
 from benchmarks.proc import wait_for_quiet_machine
 from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import ROOT, Service, log_directory, service_environment
-from tests.fakes import unused_port
+from benchmarks.service import ROOT, Service, api_only_environment, log_directory, started_healthy
 
 GOAL_LIST_RATIO = 15.0
 GOAL_PAGE_RATIO = 2.0
@@ -125,17 +124,9 @@ def page_requests(
 def start_stack(
     args: argparse.Namespace, database: BenchDatabase, logs: Path, stack: str
 ) -> StackService:
-    environment = service_environment(
-        database, [unused_port(), unused_port(), unused_port()], WORKER_CONCURRENCY=0
-    )
+    environment = api_only_environment(database)
     service = StackService(stack, f"bench-reads-{stack}", environment, logs, source=args.source)
-    service.start()
-    try:
-        service.wait_healthy()
-    except BaseException:
-        service.kill()
-        raise
-    return service
+    return started_healthy(service)
 
 
 async def check_answers(service: Service, user: uuid.UUID, cursors: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -20,6 +21,7 @@ from benchmarks.database import BenchDatabase
 from tests.fakes import unused_port
 
 ROOT = Path(__file__).resolve().parents[1]
+ServiceT = TypeVar("ServiceT", bound="Service")
 
 
 def raise_nofile_limit(wanted: int | None = None) -> int:
@@ -157,15 +159,25 @@ def start_api_service(
     **settings: str | int | float,
 ) -> Service:
     """A healthy service without workers (MANAGER_WORKER_CONCURRENCY=0): only the API and
-    PostgreSQL are measured. No worker calls the stages, so any unused ports satisfy the
-    production settings."""
-    environment = service_environment(
+    PostgreSQL are measured."""
+    environment = api_only_environment(database, **settings)
+    service = Service(name, environment, logs, source=args.source, raise_nofile=raise_nofile)
+    return started_healthy(service)
+
+
+def api_only_environment(database: BenchDatabase, **settings: str | int | float) -> dict[str, str]:
+    """The environment of a service without workers: no worker calls the stages, so any
+    unused ports satisfy the production settings."""
+    return service_environment(
         database,
         [unused_port(), unused_port(), unused_port()],
         WORKER_CONCURRENCY=0,
         **settings,
     )
-    service = Service(name, environment, logs, source=args.source, raise_nofile=raise_nofile)
+
+
+def started_healthy(service: ServiceT) -> ServiceT:
+    """`service` started and answering /health; killed if it never does."""
     service.start()
     try:
         service.wait_healthy()

@@ -34,23 +34,32 @@ import gc
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.history import EVENTS_CHANNEL, EventRecord, append_event
 from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database, seed_tasks
-from benchmarks.followers import Follower, follow
+from benchmarks.database import BenchDatabase, bench_database
+from benchmarks.followers import (
+    Follower,
+    add_following_arguments,
+    seed_followers,
+    start_following,
+    start_streaming_service,
+    stop_following,
+    wait_until,
+    writer_sessions,
+)
 from benchmarks.load import latency_summary
 from benchmarks.proc import CpuWatch, cpu_seconds, wait_for_quiet_machine
 from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
+from benchmarks.service import Service, log_directory, raise_nofile_limit
 
 SERVICE_NAME = "bench-sse-fanout"
 GOAL_LATENCY_P99_MS = 20.0  # 5 followers
@@ -145,13 +154,6 @@ def arrivals(followers: Sequence[Follower], commits: Commits) -> list[float]:
     return latencies
 
 
-async def wait_until(condition: Callable[[], bool], within: float) -> None:
-    """Poll `condition` every 0.1 s until it holds or `within` seconds passed."""
-    deadline = time.monotonic() + within
-    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls clients' state)
-        await asyncio.sleep(0.1)
-
-
 async def wait_for(
     followers: Sequence[Follower], expected: int, commits: Commits, within: float
 ) -> int:
@@ -171,25 +173,10 @@ async def run_part(
     sessions: async_sessionmaker[AsyncSession],
     part: Part,
 ) -> dict[str, Any]:
-    users = [uuid.uuid4() for _ in range(part.tasks)]
-    connection = await database.connect()
-    try:
-        tasks = await seed_tasks(connection, users, audio=b"\0\0\0\0")
-    finally:
-        await connection.close()
-    owner = dict(zip(tasks, users, strict=True))
-    followers = [
-        Follower(task_id=tasks[i % len(tasks)], user_id=owner[tasks[i % len(tasks)]])
-        for i in range(part.followers)
-    ]
+    tasks, followers = await seed_followers(database, part.tasks, part.followers)
     per_task = part.followers // part.tasks
-    opening = asyncio.Semaphore(args.connect_concurrency)
-    held_signal = asyncio.Event()
     started = time.perf_counter()
-    runners = [
-        asyncio.create_task(follow(follower, service.port, opening, held_signal))
-        for follower in followers
-    ]
+    runners = start_following(followers, service.port, args.connect_concurrency)
     await wait_until(lambda: all(f.state != "new" for f in followers), args.connect_timeout)
     connect_seconds = time.perf_counter() - started
     held = sum(1 for follower in followers if follower.state == "held")
@@ -235,9 +222,7 @@ async def run_part(
     finally:
         gc.enable()
         gc.unfreeze()
-        for runner in runners:
-            runner.cancel()
-        await asyncio.gather(*runners, return_exceptions=True)
+        await stop_following(runners)
 
     def median(pick: Any) -> float:
         values = [pick(window) for window in windows]
@@ -291,15 +276,7 @@ async def run_tree(
 ) -> list[dict[str, Any]]:
     tree_args = argparse.Namespace(**{**vars(args), "source": source})
     cap = 4 * args.followers
-    service = start_api_service(
-        tree_args,
-        database,
-        logs,
-        SERVICE_NAME,
-        raise_nofile=True,
-        SSE_MAX_FOLLOWERS=cap,
-        SSE_MAX_FOLLOWERS_PER_USER=cap,
-    )
+    service = start_streaming_service(tree_args, database, logs, SERVICE_NAME, cap)
     results = []
     try:
         for part in parts(args):
@@ -377,18 +354,10 @@ async def run(args: argparse.Namespace) -> None:
         machine = await machine_info(database, args.source)
         machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
         machine["compared_with"] = str(args.compare) if args.compare else None
-        engine = create_async_engine(
-            database.url,
-            pool_size=1,
-            connect_args={"server_settings": {"application_name": "benchmark-writer"}},
-        )
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        try:
+        async with writer_sessions(database) as sessions:
             with log_directory("sse_fanout", keep=args.keep_logs) as logs:
                 for label, source in trees.items():
                     runs[label] = await run_tree(args, database, sessions, source, logs)
-        finally:
-            await engine.dispose()
     print_machine(report, machine)
     print_report(report, runs)
     report.figures = {
@@ -414,9 +383,7 @@ def main() -> None:
     parser.add_argument("--load-rate", type=float, default=5000.0, help="transitions/s offered")
     parser.add_argument("--load-batch", type=int, default=100, help="tasks per transaction")
     parser.add_argument("--load-seconds", type=float, default=1.0, help="per window")
-    parser.add_argument("--connect-concurrency", type=int, default=200, help="streams opening")
-    parser.add_argument("--connect-timeout", type=float, default=240.0)
-    parser.add_argument("--drain-timeout", type=float, default=30.0)
+    add_following_arguments(parser, connect_timeout=240.0, drain_timeout=30.0)
     add_common_arguments(parser)
     asyncio.run(run(parser.parse_args()))
 

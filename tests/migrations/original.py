@@ -7,6 +7,7 @@ the migrations, so the tests can hold the migrations' result against it.
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -190,3 +191,21 @@ async def fetch(url: URL, query: str, *args: Any) -> list[dict[str, Any]]:
         return [dict(row) for row in await connection.fetch(query, *args)]
     finally:
         await connection.close()
+
+
+async def alembic_revisions(url: URL) -> list[str]:
+    return [row["version_num"] for row in await fetch(url, "SELECT * FROM alembic_version")]
+
+
+def printed_lines(run: subprocess.CompletedProcess[str]) -> list[str]:
+    """What a command printed (stdout, then stderr), without blank lines."""
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+
+
+# All that `alembic upgrade head` (and so `start.py`) prints on a database at the original's
+# 7c8979e05723: one line an operator can act on, no traceback.
+REFUSAL_AT_7C8979E05723 = [
+    "FAILED: this database is at revision 7c8979e05723 of the original task manager, "
+    "older than its last revision c7e1b585e358: run the original's `alembic upgrade "
+    "head` (with its own image) first, then this one"
+]

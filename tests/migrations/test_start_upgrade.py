@@ -13,7 +13,15 @@ from pathlib import Path
 from sqlalchemy import URL
 
 from app.db.migrations import ORIGINAL_REVISION, PROJECT_ROOT, head_revision, upgrade_to_head
-from tests.migrations.original import build_original, execute_sql, fetch, legacy_tasks
+from tests.migrations.original import (
+    REFUSAL_AT_7C8979E05723,
+    alembic_revisions,
+    build_original,
+    execute_sql,
+    fetch,
+    legacy_tasks,
+    printed_lines,
+)
 from tests.postgres import SessionPostgres
 from tests.process import ServiceProcess
 
@@ -51,10 +59,6 @@ def _run(postgres: SessionPostgres, url: URL, *command: str) -> subprocess.Compl
     )
 
 
-async def _revisions(url: URL) -> list[str]:
-    return [row["version_num"] for row in await fetch(url, "SELECT * FROM alembic_version")]
-
-
 async def test_a_database_at_head_is_not_migrated_and_alembic_not_loaded(
     postgres: SessionPostgres,
 ) -> None:
@@ -67,7 +71,7 @@ async def test_a_database_at_head_is_not_migrated_and_alembic_not_loaded(
         assert run.returncode == 0, run.stderr
         assert run.stdout.split() == ["head", str(head_revision()), "alembic", "False"]
         assert run.stderr == ""
-        assert await _revisions(url) == [head_revision()]
+        assert await alembic_revisions(url) == [head_revision()]
     finally:
         await postgres.drop_database(url)
 
@@ -80,7 +84,7 @@ async def test_an_empty_database_is_migrated_by_alembic(postgres: SessionPostgre
         assert run.returncode == 0, run.stderr
         assert run.stdout.split() == ["head", "None", "alembic", "True"]
         assert f"[alembic.runtime.migration] Running upgrade  -> {ORIGINAL_REVISION}" in run.stderr
-        assert await _revisions(url) == [head_revision()]
+        assert await alembic_revisions(url) == [head_revision()]
     finally:
         await postgres.drop_database(url)
 
@@ -99,13 +103,8 @@ async def test_an_older_original_revision_is_refused_in_one_line(
         run = _run(postgres, url, "start.py")
 
         assert run.returncode == 255  # as `alembic upgrade head` exits, so the shell did
-        lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
-        assert lines == [
-            "FAILED: this database is at revision 7c8979e05723 of the original task manager, "
-            "older than its last revision c7e1b585e358: run the original's `alembic upgrade "
-            "head` (with its own image) first, then this one"
-        ]
-        assert await _revisions(url) == ["7c8979e05723"]
+        assert printed_lines(run) == REFUSAL_AT_7C8979E05723
+        assert await alembic_revisions(url) == ["7c8979e05723"]
     finally:
         await postgres.drop_database(url)
 
@@ -129,7 +128,7 @@ async def test_start_py_takes_over_the_originals_database_then_serves(
             f"Took over the original task manager's tasks: {len(tasks)} kept, "
             f"{unfinished} unfinished failed"
         ) in log
-        assert await _revisions(url) == [head_revision()]
+        assert await alembic_revisions(url) == [head_revision()]
         assert len(await fetch(url, "SELECT id FROM tasks")) == len(tasks)
     finally:
         await postgres.drop_database(url)

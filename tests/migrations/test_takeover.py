@@ -34,11 +34,14 @@ from tests.live import collect, live_server, sse_events
 from tests.migrations.catalog import catalog_facts
 from tests.migrations.original import (
     ORIGINAL_SCHEMA_SQL,
+    REFUSAL_AT_7C8979E05723,
     LegacyTask,
+    alembic_revisions,
     build_original,
     execute_sql,
     fetch,
     legacy_tasks,
+    printed_lines,
 )
 from tests.postgres import SessionPostgres
 from tests.waiting import eventually
@@ -138,9 +141,7 @@ async def test_every_task_is_kept_and_unfinished_ones_fail_with_a_note(
             rows[task.id]["comment"] if ended["status"] == "failed" else None
         )
 
-    assert [
-        row["version_num"] for row in await fetch(original.url, "SELECT * FROM alembic_version")
-    ] == [head_revision()]
+    assert await alembic_revisions(original.url) == [head_revision()]
     assert await fetch(original.url, "SELECT 1 FROM pg_type WHERE typname = 'status'") == []
 
 
@@ -306,9 +307,7 @@ async def test_the_downgrade_hands_every_task_back_in_the_originals_exact_schema
         assert await catalog_facts(original.url) == await catalog_facts(reference)
     finally:
         await postgres.drop_database(reference)
-    assert [
-        row["version_num"] for row in await fetch(original.url, "SELECT * FROM alembic_version")
-    ] == [ORIGINAL_REVISION]
+    assert await alembic_revisions(original.url) == [ORIGINAL_REVISION]
 
     rows = await rows_by_id(
         original.url,
@@ -387,10 +386,6 @@ async def _database_at(postgres: SessionPostgres, revision: str) -> URL:
     return url
 
 
-async def _revisions(url: URL) -> list[str]:
-    return [row["version_num"] for row in await fetch(url, "SELECT * FROM alembic_version")]
-
-
 async def test_an_older_original_revision_is_refused_in_one_line(
     postgres: SessionPostgres,
 ) -> None:
@@ -399,13 +394,8 @@ async def test_an_older_original_revision_is_refused_in_one_line(
         run = _alembic_cli(postgres, url, "upgrade", "head")
 
         assert run.returncode != 0
-        lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
-        assert lines == [
-            "FAILED: this database is at revision 7c8979e05723 of the original task manager, "
-            "older than its last revision c7e1b585e358: run the original's `alembic upgrade "
-            "head` (with its own image) first, then this one"
-        ]
-        assert await _revisions(url) == ["7c8979e05723"]
+        assert printed_lines(run) == REFUSAL_AT_7C8979E05723
+        assert await alembic_revisions(url) == ["7c8979e05723"]
     finally:
         await postgres.drop_database(url)
 
@@ -418,7 +408,7 @@ async def test_every_older_original_revision_is_refused(
     try:
         with pytest.raises(CommandError, match=f"at revision {revision} of the original"):
             await upgrade_to_head(url)
-        assert await _revisions(url) == [revision]
+        assert await alembic_revisions(url) == [revision]
     finally:
         await postgres.drop_database(url)
 
@@ -454,6 +444,4 @@ async def test_a_failing_upgrade_changes_nothing(original: OriginalDatabase) -> 
 
     assert await catalog_facts(original.url) == before
     assert len(await fetch(original.url, "SELECT * FROM tasks")) == len(original.tasks)
-    assert [
-        row["version_num"] for row in await fetch(original.url, "SELECT * FROM alembic_version")
-    ] == [ORIGINAL_REVISION]
+    assert await alembic_revisions(original.url) == [ORIGINAL_REVISION]

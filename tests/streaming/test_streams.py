@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
+from httpx_sse import ServerSentEvent
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -159,14 +162,15 @@ async def test_a_disconnecting_client_frees_its_follower_at_once(
     )
 
 
-async def test_the_listener_survives_pg_terminate_backend_without_losing_the_end(
-    live: LiveService, fakes: FakeServices, engine: AsyncEngine
-) -> None:
+@contextlib.asynccontextmanager
+async def following_mid_transcription(
+    live: LiveService, fakes: FakeServices
+) -> AsyncIterator[tuple[AsyncIterator[ServerSentEvent], list[ServerSentEvent]]]:
+    """A task's stream held open while its (slowed) transcription runs, so whatever a test
+    breaks then happens mid-run: yields the stream and the events read so far."""
     fakes.transcribing.latency = 1.5
     user_id = uuid.uuid4()
     task_id, marker = await live.create(user_id)
-    listener = live.app.state.runtime.listener
-
     async with sse_events(
         live.base_url, "GET", f"/tasks/{task_id}/events", params={"user_id": str(user_id)}
     ) as (_, events):
@@ -175,6 +179,15 @@ async def test_the_listener_survives_pg_terminate_backend_without_losing_the_end
             lambda: bool(fakes.transcribing.calls_for(marker)),
             message="transcription to start",
         )
+        yield events, first
+
+
+async def test_the_listener_survives_pg_terminate_backend_without_losing_the_end(
+    live: LiveService, fakes: FakeServices, engine: AsyncEngine
+) -> None:
+    listener = live.app.state.runtime.listener
+
+    async with following_mid_transcription(live, fakes) as (events, first):
         old_pid = listener.backend_pid
         async with engine.connect() as connection:
             await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": old_pid})
@@ -187,19 +200,9 @@ async def test_the_listener_survives_pg_terminate_backend_without_losing_the_end
 async def test_the_hub_reads_again_after_its_pooled_connections_are_killed(
     live: LiveService, fakes: FakeServices, engine: AsyncEngine
 ) -> None:
-    fakes.transcribing.latency = 1.5
-    user_id = uuid.uuid4()
-    task_id, marker = await live.create(user_id)
     runtime = live.app.state.runtime
 
-    async with sse_events(
-        live.base_url, "GET", f"/tasks/{task_id}/events", params={"user_id": str(user_id)}
-    ) as (_, events):
-        first = await collect(events, limit=1)
-        await eventually(
-            lambda: bool(fakes.transcribing.calls_for(marker)),
-            message="transcription to start",
-        )
+    async with following_mid_transcription(live, fakes) as (events, first):
         # Every pooled connection of the service (not its LISTEN one): the hub's next read
         # meets a dead connection, which must not go back to the pool and fail it again.
         async with engine.connect() as connection:

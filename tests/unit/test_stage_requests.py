@@ -59,6 +59,20 @@ def boundary_of(request: httpx.Request) -> str:
     return request.headers["content-type"].split("boundary=", 1)[1]
 
 
+def sent_and_httpx_multipart(
+    client: ServiceClient, captured: Captured, **kwargs: object
+) -> tuple[httpx.Request, httpx.Request]:
+    """The one request sent, and the multipart request httpx builds from `kwargs` framed
+    with the sent request's boundary."""
+    [sent] = captured.requests
+    expected = as_httpx_builds(
+        client,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
+        **kwargs,
+    )
+    return sent, expected
+
+
 async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -> None:
     client = PreprocessingClient(config, config.base_url, create_metrics(), TLS)
     captured = Captured()
@@ -67,11 +81,10 @@ async def test_preprocessing_sends_what_httpx_would(config: DownstreamService) -
 
     assert await client.preprocess(pcm) == WAV
 
-    [sent] = captured.requests
-    expected = as_httpx_builds(
+    sent, expected = sent_and_httpx_multipart(
         client,
+        captured,
         files={"file": ("audio.pcm", pcm, "application/octet-stream")},
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
     )
     assert sent.content == expected.read()
     assert sorted(sent.headers.multi_items()) == sorted(expected.headers.multi_items())
@@ -86,12 +99,11 @@ async def test_transcribing_sends_what_httpx_would(config: DownstreamService) ->
 
     assert await client.transcribe(WAV) == "a b"
 
-    [sent] = captured.requests
-    expected = as_httpx_builds(
+    sent, expected = sent_and_httpx_multipart(
         client,
+        captured,
         data={"lang": "english"},
         files={"file": ("audio.wav", WAV, "audio/wav")},
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
     )
     assert sent.content == expected.read()
     assert sorted(sent.headers.multi_items()) == sorted(expected.headers.multi_items())
@@ -143,10 +155,9 @@ async def test_a_large_file_is_sent_as_it_is_between_its_framing(
 
     assert len(pieces) == 3
     assert pieces[1] is pcm  # the caller's object: not copied
-    [sent] = captured.requests
-    expected = as_httpx_builds(
+    sent, expected = sent_and_httpx_multipart(
         client,
+        captured,
         files={"file": ("audio.pcm", pcm, "application/octet-stream")},
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary_of(sent)}"},
     )
     assert sent.content == expected.read()

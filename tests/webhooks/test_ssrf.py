@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, ip_address
 
 import httpx
@@ -130,16 +132,35 @@ async def test_without_a_secret_a_callback_is_refused(
     assert "MANAGER_WEBHOOK_SECRET" in response.json()["detail"][0]["msg"]
 
 
+@contextlib.asynccontextmanager
+async def ended_after_its_host_changed(
+    database_url: URL,
+    engine: AsyncEngine,
+    user_id: uuid.UUID,
+    resolves_to: list[IPAddress] | None,
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A task created while its callback's host is public; then the host resolves to
+    `resolves_to` (None: not at all) and the task ends. Yields, while the app still serves,
+    its client and the task's id: what happens at send time is the test's to check."""
+    dns = FakeDns()
+    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
+    async with serve(app) as client:
+        task_id = await create_task(client, user_id, "https://hooks.example.org/hook")
+        if resolves_to is None:
+            del dns.names["hooks.example.org"]
+        else:
+            dns.names["hooks.example.org"] = resolves_to
+        await finish(engine, [task_id])
+        yield client, task_id
+
+
 async def test_a_name_that_turns_private_after_creation_is_refused_at_send_time(
     database_url: URL, clean_database: None, engine: AsyncEngine
 ) -> None:
     """DNS rebinding: public when checked at creation, 10.x when the delivery is sent."""
-    dns = FakeDns()
-    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
-    async with serve(app) as client:
-        task_id = await create_task(client, uuid.uuid4(), "https://hooks.example.org/hook")
-        dns.names["hooks.example.org"] = [ip_address("10.0.0.7")]
-        await finish(engine, [task_id])
+    async with ended_after_its_host_changed(
+        database_url, engine, uuid.uuid4(), [ip_address("10.0.0.7")]
+    ):
         [row] = await wait_states(engine, 1, state="refused")
     assert row["attempts"] == 1
 
@@ -149,13 +170,10 @@ async def test_the_metadata_address_is_refused_at_send_time_too(
 ) -> None:
     """A host that resolves to the cloud metadata address is never connected to: the
     transport's own resolution refuses it before any socket is opened."""
-    dns = FakeDns()
-    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
-    async with serve(app) as client:
-        user_id = uuid.uuid4()
-        task_id = await create_task(client, user_id, "https://hooks.example.org/hook")
-        dns.names["hooks.example.org"] = [IPv4Address("169.254.169.254")]
-        await finish(engine, [task_id])
+    user_id = uuid.uuid4()
+    async with ended_after_its_host_changed(
+        database_url, engine, user_id, [IPv4Address("169.254.169.254")]
+    ) as (client, task_id):
         await wait_states(engine, 1, state="refused")
         listed = await client.get(
             f"/tasks/{task_id}/deliveries", headers={"X-User-Id": str(user_id)}
@@ -171,12 +189,7 @@ async def test_a_host_that_stops_resolving_is_retried_not_refused(
     database_url: URL, clean_database: None, engine: AsyncEngine
 ) -> None:
     """DNS trouble at send time passes: the delivery stays pending and is tried again."""
-    dns = FakeDns()
-    app = create_app(webhook_settings(), database_url=database_url, resolver=dns)
-    async with serve(app) as client:
-        task_id = await create_task(client, uuid.uuid4(), "https://hooks.example.org/hook")
-        del dns.names["hooks.example.org"]
-        await finish(engine, [task_id])
+    async with ended_after_its_host_changed(database_url, engine, uuid.uuid4(), None):
 
         async def retried() -> dict[str, object] | None:
             [row] = await deliveries(engine)
