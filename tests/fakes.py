@@ -196,7 +196,7 @@ def _feedback(stage: FakeStage) -> None:
         return await stage.handle(marker, dict(body), lambda: escaped_json(answer))
 
 
-def _serve(stage: FakeStage) -> uvicorn.Server:
+def _serve(stage: FakeStage) -> tuple[uvicorn.Server, threading.Thread]:
     @stage.app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "healthy"}
@@ -212,7 +212,7 @@ def _serve(stage: FakeStage) -> uvicorn.Server:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     eventually_sync(lambda: server.started, within=10, message=f"fake {stage.name} to start")
-    return server
+    return server, thread
 
 
 @dataclass
@@ -265,8 +265,12 @@ def running_fakes() -> Iterator[FakeServices]:
     try:
         yield FakeServices(*stages)
     finally:
-        for server in servers:
+        for server, _ in servers:
             server.should_exit = True
+        # Joined, not left to die with the interpreter: a uvloop loop (uvicorn's choice
+        # once uvloop is installed) still running in a daemon thread at exit crashes it.
+        for _, thread in servers:
+            thread.join(timeout=30)
 
 
 def unused_port() -> int:
