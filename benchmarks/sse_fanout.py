@@ -1,6 +1,6 @@
 """SSE fan-out (issue 12): latency at 5 followers, frames per core and a 5 000/s load at 10 000.
 
-    .venv/bin/python -m benchmarks.sse_fanout --compare /work/wt/baseline --quiet-wait 0
+    .venv/bin/python -m benchmarks.sse_fanout --compare DIR --quiet-wait 0
 
 One service process per tree (production mode, no workers), driven by the raw SSE clients
 of `benchmarks.followers`; with `--compare DIR` the other tree runs first, then this one

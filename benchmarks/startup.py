@@ -1,6 +1,6 @@
 """Start-up: the image's start command to the first 200 from `/health` (issue 12).
 
-    .venv/bin/python -m benchmarks.startup [--source /work/wt/baseline] [--runs 3]
+    .venv/bin/python -m benchmarks.startup [--source DIR] [--runs 3]
 
 Runs each tree's own start command, read from the `CMD` of its Dockerfile (before:
 `sh -c "alembic upgrade head && exec python start.py"`; now `python start.py`), in
