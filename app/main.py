@@ -104,7 +104,7 @@ def create_app(
             listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
             workers = WorkerPool(settings, database, clients, metrics)
             hub = EventHub(
-                database.sessions,
+                database,
                 max_followers=settings.sse_max_followers,
                 max_followers_per_user=settings.sse_max_followers_per_user,
                 heartbeat_seconds=settings.sse_heartbeat_seconds,

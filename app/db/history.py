@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     CTE,
     ColumnElement,
@@ -225,11 +226,12 @@ async def transitions(
     return [tuple(row) for row in rows]
 
 
-# The event hub's reads, one per batch of notifications, run on the pooled connection's
-# asyncpg connection itself: one statement, one round trip. Through the session each
-# would also cost a BEGIN, a ROLLBACK when the connection goes back to the pool, and the
-# ORM's row handling; a single SELECT sees one consistent snapshot without a transaction.
-# Their errors reach only the hub, which retries: no request maps them to a response.
+# The event hub's reads, one per batch of notifications, run on a pooled connection's
+# asyncpg connection itself (`Database.driver()`): one statement, one round trip. Through
+# a session each would also cost a BEGIN, a ROLLBACK when the connection goes back to the
+# pool, and the ORM's row handling; a single SELECT sees one consistent snapshot without
+# a transaction. Their errors reach only the hub, which retries: no request maps them to
+# a response.
 
 _TRANSITIONS_AFTER = """
     SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
@@ -242,27 +244,17 @@ _TRANSITIONS_AFTER = """
 _EXISTING = "SELECT id FROM tasks WHERE id = ANY($1::uuid[])"
 
 
-async def _fetch(session: AsyncSession, query: str, *arguments: Any) -> list[Any]:
-    connection = await session.connection()
-    driver: Any = (await connection.get_raw_connection()).driver_connection
-    try:
-        return list(await driver.fetch(query, *arguments))
-    except Exception:
-        # SQLAlchemy did not see the error: discard the connection rather than pool it
-        # again, as it would after a failure of its own (a restart kills every one).
-        await connection.invalidate()
-        raise
-
-
 async def transitions_after(
-    session: AsyncSession, cursors: dict[uuid.UUID, int]
+    driver: asyncpg.Connection, cursors: dict[uuid.UUID, int]
 ) -> list[tuple[Any, ...]]:
     """The transitions of several tasks, each after its own sequence number, in one query."""
     task_ids = list(cursors)
-    rows = await _fetch(session, _TRANSITIONS_AFTER, task_ids, [cursors[t] for t in task_ids])
+    rows = await driver.fetch(_TRANSITIONS_AFTER, task_ids, [cursors[t] for t in task_ids])
     return [tuple(row) for row in rows]
 
 
-async def existing_tasks(session: AsyncSession, task_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+async def existing_tasks(
+    driver: asyncpg.Connection, task_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
     """Which of `task_ids` still exist."""
-    return {row[0] for row in await _fetch(session, _EXISTING, list(task_ids))}
+    return {row[0] for row in await driver.fetch(_EXISTING, list(task_ids))}

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette.sse import AppStatus
 
 from app.db import history
+from app.db.engine import Database
 from app.db.status import is_terminal
 from app.events.frames import heartbeat_frame
 from app.retry import Backoff, retrying
@@ -172,7 +172,7 @@ class EventHub:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        database: Database,
         *,
         max_followers: int,
         max_followers_per_user: int,
@@ -180,7 +180,7 @@ class EventHub:
         send_timeout_seconds: float = 30.0,
         stop_requested: Callable[[], bool] = lambda: AppStatus.should_exit,
     ) -> None:
-        self.sessions = sessions
+        self.database = database
         self.max_followers = max_followers
         self.max_followers_per_user = max_followers_per_user
         self.heartbeat_seconds = heartbeat_seconds
@@ -264,7 +264,7 @@ class EventHub:
 
     async def task_state(self, task_id: uuid.UUID) -> TaskState | None:
         """Owner and latest transition of a task (None: no such task)."""
-        async with self._lane, self.sessions() as session:
+        async with self._lane, self.database.sessions() as session:
             row = await history.latest_transition(session, task_id)
         if row is None:
             return None
@@ -276,7 +276,7 @@ class EventHub:
 
     async def history(self, task_id: uuid.UUID, *, after_seq: int) -> list[TaskUpdate]:
         """The task's transitions after `after_seq`, for a resuming follower."""
-        async with self._lane, self.sessions() as session:
+        async with self._lane, self.database.sessions() as session:
             rows = await history.transitions(session, task_id, after_seq=after_seq)
         return [TaskUpdate(*row) for row in rows]
 
@@ -366,12 +366,12 @@ class EventHub:
         if not cursors:
             return
         task_ids = list(cursors)
-        async with self._lane, self.sessions() as session:
-            rows = await history.transitions_after(session, cursors)
+        async with self._lane, self.database.driver() as driver:
+            rows = await history.transitions_after(driver, cursors)
             updated = {row[0] for row in rows}
             existing = updated
             if len(updated) < len(task_ids):
-                existing = await history.existing_tasks(session, task_ids)
+                existing = await history.existing_tasks(driver, task_ids)
         for row in rows:
             update = TaskUpdate(*row)
             for follower in list(self._followers.get(update.task_id, ())):
