@@ -74,7 +74,12 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    debug_mode: bool = True
+    # Debug logs and text log lines; never fake scores or an embedded database by itself.
+    debug_mode: bool = False
+    # Development opt-ins: a stage without a host is served by the in-process sandbox
+    # (made-up assessments), and no database host starts an embedded PostgreSQL.
+    sandbox_services: bool = False
+    db_embedded: bool = False
     service_name: str = "ilps-service-task-manager"
     host: str = "0.0.0.0"
     port: int = Field(default=8064, ge=1, le=65535)
@@ -208,7 +213,12 @@ class Settings(BaseSettings):
 
     @property
     def uses_embedded_database(self) -> bool:
-        return not self.db_postgres_host
+        return self.db_embedded and not self.db_postgres_host
+
+    @property
+    def serves_demo(self) -> bool:
+        """The demo page is a development tool: debug mode or the sandbox asked for."""
+        return self.debug_mode or self.sandbox_services
 
     def service(self, stage: StageName) -> DownstreamService:
         """The downstream service configuration of a pipeline stage."""
@@ -216,27 +226,29 @@ class Settings(BaseSettings):
         return service
 
     def sandboxed_stages(self) -> list[StageName]:
-        """Stages without a configured host, served by the in-process sandbox (debug only)."""
-        if not self.debug_mode:
+        """Stages without a configured host, served by the in-process sandbox (asked for only)."""
+        if not self.sandbox_services:
             return []
         return [stage for stage in STAGES if self.service(stage).host is None]
 
     def check_required(self) -> None:
         """Refuse to start when a required value is missing (see docs/configuration.md).
 
-        In debug mode a missing database host means "embedded PostgreSQL", so only the
-        production setup requires the full set.
+        Only the explicit development opt-ins stand in for a missing host: with
+        MANAGER_DB_EMBEDDED a missing database host means "embedded PostgreSQL", with
+        MANAGER_SANDBOX_SERVICES a missing service host means "the sandbox". Debug mode
+        alone never does, so a forgotten host cannot turn into made-up assessments.
         """
         missing: list[str] = []
         if not self.db_postgres_host:
-            if not self.debug_mode:
+            if not self.db_embedded:
                 missing.append("MANAGER_DB_POSTGRES_HOST")
         elif self.db_postgres_password is None:
             missing.append("MANAGER_DB_POSTGRES_PASSWORD")
         for stage in STAGES:
             service = self.service(stage)
-            # In debug mode an unconfigured stage is served by the in-process sandbox.
-            if service.host is None and self.debug_mode:
+            # Asked for: an unconfigured stage is served by the in-process sandbox.
+            if service.host is None and self.sandbox_services:
                 continue
             prefix = f"MANAGER_SERVICE_{stage.upper()}"
             if service.host is None:
