@@ -105,7 +105,7 @@ EXPOSE 8064
 # The timings of the ILPS compose file, so `docker run` alone behaves alike; the port is
 # the one the service listens on (MANAGER_PORT, 8064 unless the deployment changes it).
 HEALTHCHECK --interval=10s --timeout=5s --retries=10 \
-    CMD curl -fsS -o /dev/null "http://127.0.0.1:${MANAGER_PORT:-8064}/health" || exit 1
+    CMD ["sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${MANAGER_PORT:-8064}/health\" || exit 1"]
 # uvicorn stops on SIGTERM: streams end, workers finish their stage within
 # MANAGER_SHUTDOWN_GRACE_SECONDS and hand unfinished tasks back.
 STOPSIGNAL SIGTERM
