@@ -195,7 +195,7 @@ SERVICE_NAME = "ilps-service-task-manager"  # PostgreSQL's application_name for 
 async def _service_roles(host: str, port: int, databases: list[str]) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
     try:
-        return await connection.fetch(
+        roles: list[asyncpg.Record] = await connection.fetch(
             "SELECT DISTINCT r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, "
             "r.rolreplication FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid "
             "WHERE a.application_name = $1 AND a.datname = ANY($2::text[])",
@@ -204,6 +204,7 @@ async def _service_roles(host: str, port: int, databases: list[str]) -> list[asy
         )
     finally:
         await connection.close()
+    return roles
 
 
 def service_role(state_file: Path) -> None:

@@ -6,6 +6,7 @@ its first start; here it runs against the test server with psql, as the image wo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -64,7 +65,8 @@ async def role_database(postgres: SessionPostgres) -> AsyncIterator[URL]:
     if admin.password:
         environment["PGPASSWORD"] = admin.password
     try:
-        completed = subprocess.run(
+        completed = await asyncio.to_thread(
+            subprocess.run,
             ["bash", str(SCRIPT)],
             env=environment,
             capture_output=True,

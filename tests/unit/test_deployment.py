@@ -97,7 +97,8 @@ def dockerfile_healthcheck() -> str:
 
 def test_the_image_healthcheck_probes_the_configured_port() -> None:
     healthcheck = dockerfile_healthcheck()
-    assert "${MANAGER_PORT" in healthcheck and "/health" in healthcheck
+    assert "${MANAGER_PORT" in healthcheck
+    assert "/health" in healthcheck
     assert ":8064/" not in healthcheck
 
 
@@ -107,7 +108,10 @@ def compose_service(path: str, name: str) -> dict[str, Any]:
     return service
 
 
-HARDENED = [("docker-compose.yml", "task-manager"), ("deploy/ilps/docker-compose.yml", "service-task-manager")]
+HARDENED = [
+    ("docker-compose.yml", "task-manager"),
+    ("deploy/ilps/docker-compose.yml", "service-task-manager"),
+]
 
 
 @pytest.mark.parametrize(("path", "name"), HARDENED)
@@ -120,7 +124,9 @@ def test_compose_runs_the_service_hardened(path: str, name: str) -> None:
     assert "privileged" not in service
     # Starlette spools large uploads to /tmp: the one writable place, in RAM.
     (tmpfs,) = service["tmpfs"]
-    assert tmpfs.startswith("/tmp:") and "noexec" in tmpfs and "size=" in tmpfs
+    assert tmpfs.startswith("/tmp:")
+    assert "noexec" in tmpfs
+    assert "size=" in tmpfs
 
 
 def test_compose_publishes_the_port_on_loopback_only() -> None:
@@ -133,7 +139,8 @@ def test_compose_healthcheck_probes_the_configured_port() -> None:
     test = compose_service("docker-compose.yml", "task-manager")["healthcheck"]["test"]
     command = " ".join(test)
     # `$$` is compose's escape: the container's shell expands MANAGER_PORT.
-    assert "$${MANAGER_PORT}" in command and "/health" in command
+    assert "$${MANAGER_PORT}" in command
+    assert "/health" in command
     assert ":8064/" not in command
 
 
@@ -144,8 +151,9 @@ def test_compose_database_role_is_not_the_superuser() -> None:
     role = service["environment"]["MANAGER_DB_POSTGRES_USER"]
     assert role != superuser
     assert postgres["environment"]["MANAGER_DB_POSTGRES_USER"] == role
-    assert postgres["environment"]["MANAGER_DB_POSTGRES_NAME"] == (
-        service["environment"]["MANAGER_DB_POSTGRES_NAME"]
+    assert (
+        postgres["environment"]["MANAGER_DB_POSTGRES_NAME"]
+        == (service["environment"]["MANAGER_DB_POSTGRES_NAME"])
     )
     assert "./deploy/postgres/initdb:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
     assert (ROOT / "deploy" / "postgres" / "initdb" / "10-task-manager-role.sh").is_file()

@@ -77,7 +77,8 @@ def test_a_missing_service_host_is_refused_in_every_mode(
         load_settings()
     assert "\n" not in str(error.value)
     assert "MANAGER_SERVICE_TRANSCRIBING_HOST" in str(error.value)
-    assert "PREPROCESSING" not in str(error.value) and "FEEDBACK" not in str(error.value)
+    assert "PREPROCESSING" not in str(error.value)
+    assert "FEEDBACK" not in str(error.value)
 
 
 @pytest.mark.parametrize("debug_mode", [None, "True"])
@@ -136,16 +137,16 @@ def test_the_embedded_opt_in_stands_in_for_the_database_host(
         ({"sandbox_services": True}, True),
     ],
 )
-async def test_the_demo_page_is_a_development_tool(
-    options: dict[str, bool], mounted: bool
-) -> None:
+async def test_the_demo_page_is_a_development_tool(options: dict[str, bool], mounted: bool) -> None:
     settings = Settings(_env_file=None, **options)  # type: ignore[arg-type]
     assert settings.serves_demo is mounted
     assert await demo_mounted(settings) is mounted
 
 
 @pytest.mark.parametrize("debug_mode", [None, "True"])
-def test_start_py_refuses_a_missing_host_in_one_line(tmp_path: Path, debug_mode: str | None) -> None:
+def test_start_py_refuses_a_missing_host_in_one_line(
+    tmp_path: Path, debug_mode: str | None
+) -> None:
     environment = {"PATH": "/usr/bin:/bin"}
     environment |= production_variables(without="MANAGER_SERVICE_FEEDBACK_HOST")
     if debug_mode is not None:
