@@ -173,10 +173,12 @@ class Settings(BaseSettings):
         return any(address in network for network in self.trusted_clients)
 
     # Completion webhooks (see app/webhooks and docs/webhooks.md). One secret, or two
-    # separated by a space while rotating: both sign every delivery.
+    # separated by a space while rotating: both sign every delivery. Never handed out:
+    # each receiver verifies with its own, derived (python -m app.webhooks.secrets URL).
     webhook_secret: SecretStr | None = None
-    # Hosts (names or IP literals, comma-separated) that may take `http` callbacks and
-    # resolve to private, loopback or link-local addresses: internal receivers.
+    # Hosts (names or IP literals, comma-separated, `host` for any port or `host:port`)
+    # that may take `http` callbacks and resolve to private, loopback or link-local
+    # addresses: internal receivers.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="A whole attempt.")
     webhook_max_age_hours: float = Field(default=24.0, gt=0)
@@ -188,7 +190,8 @@ class Settings(BaseSettings):
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
-        """`lms-bridge, 10.0.0.7` (compared case-insensitively, without a trailing dot)."""
+        """`lms-bridge, 10.0.0.7, lms:8443` (compared case-insensitively, without a
+        trailing dot; with a port, only that port)."""
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list):

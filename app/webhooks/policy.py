@@ -2,23 +2,29 @@
 
 A callback must be `https`, or `http` on a host named in MANAGER_WEBHOOK_ALLOWED_HOSTS.
 Its host must resolve only to public addresses: one loopback, private, link-local,
-unspecified, multicast or reserved address among them refuses it, unless the host is
-named in MANAGER_WEBHOOK_ALLOWED_HOSTS. The check runs when a task is created (the
-client hears of a bad URL at once) and again before every connection (DNS may have
-changed since); the transport then connects to the very addresses it checked.
+site-local, shared (CGNAT), unspecified, multicast or reserved address among them
+refuses it, and so does an IPv6 address that carries such an IPv4 address (6to4,
+Teredo, NAT64, IPv4-mapped), unless the host is named in MANAGER_WEBHOOK_ALLOWED_HOSTS
+(`host` for any port, `host:port` for that port only). The check runs when a task is
+created (the client hears of a bad URL at once) and again before every connection (DNS
+may have changed since); the transport then connects to the very addresses it checked.
+A refusal names the rule, never the address: the answer must not map internal DNS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 import httpx
 
 from app.db.models import CALLBACK_URL_MAX_LENGTH
+
+log = logging.getLogger(__name__)
 
 IPAddress = IPv4Address | IPv6Address
 # host, port → its addresses. Injectable, so a test can make a name resolve to 10.x.
@@ -26,6 +32,12 @@ Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 # A client chooses the name; a resolver that stalls on it must not hold the request (nor
 # the threads `getaddrinfo` runs on) for long. At send time the attempt's deadline rules.
 RESOLVE_SECONDS = 5.0
+# Shared address space (RFC 6598): a carrier's NAT, inside someone's network.
+SHARED_ADDRESS_SPACE = IPv4Network("100.64.0.0/10")
+# NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
+NAT64_PREFIX = IPv6Network("64:ff9b::/96")
+# IPv4-compatible addresses (deprecated, RFC 4291): ::a.b.c.d, but not :: and ::1.
+IPV4_COMPATIBLE = IPv6Network("::/96")
 
 
 class CallbackRefused(Exception):
@@ -48,10 +60,34 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
+def embedded_ipv4(address: IPv6Address) -> list[IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: 6to4's, Teredo's server and client,
+    NAT64's, an IPv4-mapped or IPv4-compatible one's."""
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    if address in NAT64_PREFIX or (address in IPV4_COMPATIBLE and int(address) > 1):
+        return [IPv4Address(int(address) & 0xFFFFFFFF)]
+    return []
+
+
 def is_public(address: IPAddress) -> bool:
     """False for every range a request must not reach from inside the service's network."""
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, IPv6Address):
+        carried = embedded_ipv4(address)
+        if not all(is_public(inner) for inner in carried):
+            return False
+        if address.ipv4_mapped is not None or address in NAT64_PREFIX:
+            # Only a translation of the IPv4 address (Python marks NAT64 reserved, which
+            # would refuse every host of an IPv6-only network behind DNS64).
+            return True
+        if address.is_site_local:
+            return False
+    elif address in SHARED_ADDRESS_SPACE:
+        return False
     return address.is_global and not (
         address.is_private
         or address.is_loopback
@@ -60,6 +96,31 @@ def is_public(address: IPAddress) -> bool:
         or address.is_multicast
         or address.is_reserved
     )
+
+
+def allowed_host_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal → (host, port or
+    None for any port). `ValueError` for a port that is not one."""
+    entry = entry.strip().lower()
+    port: str | None = None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"not host[:port]: {entry!r}")
+            port = rest[1:]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host = entry  # a name, an IPv4 address or a bare IPv6 address
+    host = host.rstrip(".")
+    if not host:
+        raise ValueError(f"no host in {entry!r}")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"not a port in {entry!r}")
+    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -72,11 +133,23 @@ class CallbackTarget:
 
 class CallbackPolicy:
     def __init__(self, allowed_hosts: Collection[str], resolver: Resolver | None = None) -> None:
-        self.allowed_hosts = frozenset(host.lower().rstrip(".") for host in allowed_hosts)
+        self.allowed_hosts: dict[str, frozenset[int] | None] = {}
+        for entry in allowed_hosts:
+            host, port = allowed_host_entry(entry)
+            ports = self.allowed_hosts.get(host, frozenset())
+            # An entry without a port allows them all, whatever else names the host.
+            if port is None or ports is None:
+                self.allowed_hosts[host] = None
+            else:
+                self.allowed_hosts[host] = ports | {port}
         self.resolver: Resolver = resolver or system_resolver
 
-    def is_trusted(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self.allowed_hosts
+    def is_trusted(self, host: str, port: int) -> bool:
+        host = host.lower().strip("[]").rstrip(".")
+        if host not in self.allowed_hosts:
+            return False
+        ports = self.allowed_hosts[host]
+        return ports is None or port in ports
 
     def parse(self, url: str) -> CallbackTarget:
         """The URL's rules that need no DNS: scheme, host, no credentials, length."""
@@ -93,12 +166,12 @@ class CallbackPolicy:
             raise CallbackRefused("callback_url must be an absolute https URL")
         if parsed.userinfo:
             raise CallbackRefused("callback_url must not carry credentials")
-        trusted = self.is_trusted(host)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        trusted = self.is_trusted(host, port)
         if parsed.scheme == "http" and not trusted:
             raise CallbackRefused(
                 "callback_url must use https (http only for hosts the operator allowed)"
             )
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
         return CallbackTarget(url=str(parsed), host=host, port=port, trusted=trusted)
 
     async def addresses(self, host: str, port: int) -> list[IPAddress]:
@@ -117,11 +190,13 @@ class CallbackPolicy:
                 raise HostNotResolved(f"the callback host {host} does not resolve") from error
         if not found:
             raise HostNotResolved(f"the callback host {host} does not resolve")
-        if not self.is_trusted(host):
+        if not self.is_trusted(host, port):
             for address in found:
                 if not is_public(address):
+                    # For the operator only: the client's answer must not map internal DNS.
+                    log.info("callback host %s refused: it resolves to %s", host, address)
                     raise CallbackRefused(
-                        f"the callback host {host} resolves to a non-public address ({address})"
+                        f"the callback host {host} resolves to a non-public address"
                     )
         return found
 
