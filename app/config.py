@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     webhook_concurrency: int = Field(default=8, ge=0, description="0 sends nothing here.")
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Callback DNS lookups run on threads of their own (a name server that never answers
+    # holds only these), at most this many at once for one user's task creations.
+    webhook_dns_threads: int = Field(default=4, ge=1)
+    webhook_dns_lookups_per_user: int = Field(default=2, ge=1)
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod

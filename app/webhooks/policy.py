@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 import httpx
 
 from app.db.models import CALLBACK_URL_MAX_LENGTH
+from app.webhooks.resolver import IPAddress as IPAddress  # the type of what a Resolver gives
+from app.webhooks.resolver import ThreadedResolver
 
 log = logging.getLogger(__name__)
 
-IPAddress = IPv4Address | IPv6Address
 # host, port → its addresses. Injectable, so a test can make a name resolve to 10.x.
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-# A client chooses the name; a resolver that stalls on it must not hold the request (nor
-# the threads `getaddrinfo` runs on) for long. At send time the attempt's deadline rules.
+# A client chooses the name; a resolver that stalls on it must not hold the request for
+# long. At send time the attempt's deadline rules too.
 RESOLVE_SECONDS = 5.0
 # Shared address space (RFC 6598): a carrier's NAT, inside someone's network.
 SHARED_ADDRESS_SPACE = IPv4Network("100.64.0.0/10")
@@ -47,17 +47,6 @@ class CallbackRefused(Exception):
 class HostNotResolved(CallbackRefused):
     """No address (yet): refused at creation, but at send time retried like a lost
     connection, since DNS trouble passes."""
-
-
-async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    """Every address the system resolver gives for `host`, in its order, without repeats."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        address = ip_address(str(sockaddr[0]).partition("%")[0])  # an IPv6 scope id
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
 
 
 def embedded_ipv4(address: IPv6Address) -> list[IPv4Address]:
@@ -132,7 +121,21 @@ class CallbackTarget:
 
 
 class CallbackPolicy:
-    def __init__(self, allowed_hosts: Collection[str], resolver: Resolver | None = None) -> None:
+    """The rules, with the allowed hosts and the resolver of one process.
+
+    Without an injected `resolver`, names are looked up on `dns_threads` threads of the
+    policy's own, at most `lookups_per_user` at once for one user (`close` them at the end).
+    """
+
+    def __init__(
+        self,
+        allowed_hosts: Collection[str],
+        resolver: Resolver | None = None,
+        *,
+        dns_threads: int = 4,
+        lookups_per_user: int = 2,
+        resolve_seconds: float = RESOLVE_SECONDS,
+    ) -> None:
         self.allowed_hosts: dict[str, frozenset[int] | None] = {}
         for entry in allowed_hosts:
             host, port = allowed_host_entry(entry)
@@ -142,7 +145,12 @@ class CallbackPolicy:
                 self.allowed_hosts[host] = None
             else:
                 self.allowed_hosts[host] = ports | {port}
-        self.resolver: Resolver = resolver or system_resolver
+        self.resolver: Resolver = resolver or ThreadedResolver(dns_threads, lookups_per_user)
+        self.resolve_seconds = resolve_seconds
+
+    def close(self) -> None:
+        if isinstance(self.resolver, ThreadedResolver):
+            self.resolver.close()
 
     def is_trusted(self, host: str, port: int) -> bool:
         host = host.lower().strip("[]").rstrip(".")
@@ -174,8 +182,11 @@ class CallbackPolicy:
             )
         return CallbackTarget(url=str(parsed), host=host, port=port, trusted=trusted)
 
-    async def addresses(self, host: str, port: int) -> list[IPAddress]:
-        """The addresses to connect to, all checked; refused if any is not public."""
+    async def addresses(self, host: str, port: int, user: Hashable = None) -> list[IPAddress]:
+        """The addresses to connect to, all checked; refused if any is not public.
+
+        `user` is whom a creation's lookup counts against (None: the sender's own).
+        """
         try:
             literal: IPAddress | None = ip_address(host.strip("[]"))
         except ValueError:
@@ -184,8 +195,8 @@ class CallbackPolicy:
             found = [literal]
         else:
             try:
-                async with asyncio.timeout(RESOLVE_SECONDS):
-                    found = await self.resolver(host, port)
+                async with asyncio.timeout(self.resolve_seconds):
+                    found = await self._resolve(host, port, user)
             except (OSError, TimeoutError) as error:
                 raise HostNotResolved(f"the callback host {host} does not resolve") from error
         if not found:
@@ -200,8 +211,13 @@ class CallbackPolicy:
                     )
         return found
 
-    async def check(self, url: str) -> str:
+    async def _resolve(self, host: str, port: int, user: Hashable) -> list[IPAddress]:
+        if isinstance(self.resolver, ThreadedResolver):
+            return await self.resolver.lookup(host, port, owner=user)
+        return await self.resolver(host, port)
+
+    async def check(self, url: str, user: Hashable = None) -> str:
         """The whole policy, as at creation: the URL to store, or `CallbackRefused`."""
         target = self.parse(url)
-        await self.addresses(target.host, target.port)
+        await self.addresses(target.host, target.port, user)
         return target.url
