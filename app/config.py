@@ -199,7 +199,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list):
-            return [str(item).strip().lower().rstrip(".") for item in value if str(item).strip()]
+            entries = [str(item).strip().lower().rstrip(".") for item in value if str(item).strip()]
+            for entry in entries:
+                allowed_host_entry(entry)  # a malformed one stops the start, named
+            return entries
         return value
 
     # Live streams (see app/events).
@@ -320,6 +323,31 @@ def check_webhook_secrets(value: str) -> list[bytes]:
             )
         keys.append(key)
     return keys
+
+
+def allowed_host_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal → (host, port or
+    None for any port). `ValueError` for a port that is not one."""
+    entry = entry.strip().lower()
+    port: str | None = None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"not host[:port]: {entry!r}")
+            port = rest[1:]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host = entry  # a name, an IPv4 address or a bare IPv6 address
+    host = host.rstrip(".")
+    if not host:
+        raise ValueError(f"no host in {entry!r}")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"not a port in {entry!r}")
+    return host, int(port)
 
 
 def setting_names() -> frozenset[str]:

@@ -21,6 +21,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 import httpx
 
+from app.config import allowed_host_entry
 from app.db.models import CALLBACK_URL_MAX_LENGTH
 from app.webhooks.resolver import IPAddress as IPAddress  # the type of what a Resolver gives
 from app.webhooks.resolver import ThreadedResolver
@@ -38,6 +39,9 @@ SHARED_ADDRESS_SPACE = IPv4Network("100.64.0.0/10")
 NAT64_PREFIX = IPv6Network("64:ff9b::/96")
 # IPv4-compatible addresses (deprecated, RFC 4291): ::a.b.c.d, but not :: and ::1.
 IPV4_COMPATIBLE = IPv6Network("::/96")
+# Site-local (deprecated, RFC 3879, still routed inside some networks) and local-use
+# NAT64 (RFC 8215, a network's own translator): refused whatever Python's version says.
+REFUSED_IPV6 = (IPv6Network("fec0::/10"), IPv6Network("64:ff9b:1::/48"))
 
 
 class CallbackRefused(Exception):
@@ -50,15 +54,15 @@ class HostNotResolved(CallbackRefused):
 
 
 def embedded_ipv4(address: IPv6Address) -> list[IPv4Address]:
-    """The IPv4 addresses an IPv6 address leads to: 6to4's, Teredo's server and client,
-    NAT64's, an IPv4-mapped or IPv4-compatible one's."""
+    """The IPv4 addresses an IPv6 address stands for: IPv4-mapped, 6to4, Teredo (server
+    and client), NAT64. Empty for any other address."""
     if address.ipv4_mapped is not None:
         return [address.ipv4_mapped]
     if address.sixtofour is not None:
         return [address.sixtofour]
     if address.teredo is not None:
         return list(address.teredo)
-    if address in NAT64_PREFIX or (address in IPV4_COMPATIBLE and int(address) > 1):
+    if address in NAT64_PREFIX:
         return [IPv4Address(int(address) & 0xFFFFFFFF)]
     return []
 
@@ -66,14 +70,15 @@ def embedded_ipv4(address: IPv6Address) -> list[IPv4Address]:
 def is_public(address: IPAddress) -> bool:
     """False for every range a request must not reach from inside the service's network."""
     if isinstance(address, IPv6Address):
+        if address in IPV4_COMPATIBLE and int(address) > 1:
+            return False  # deprecated; nothing legitimate answers there
         carried = embedded_ipv4(address)
-        if not all(is_public(inner) for inner in carried):
-            return False
-        if address.ipv4_mapped is not None or address in NAT64_PREFIX:
-            # Only a translation of the IPv4 address (Python marks NAT64 reserved, which
-            # would refuse every host of an IPv6-only network behind DNS64).
-            return True
-        if address.is_site_local:
+        if carried:
+            # These stand for IPv4 addresses and are judged by them alone: Python's own
+            # ranges disagree between versions, and marking NAT64 reserved would refuse
+            # every host of an IPv6-only network behind DNS64.
+            return all(is_public(inner) for inner in carried)
+        if any(address in network for network in REFUSED_IPV6):
             return False
     elif address in SHARED_ADDRESS_SPACE:
         return False
@@ -85,31 +90,6 @@ def is_public(address: IPAddress) -> bool:
         or address.is_multicast
         or address.is_reserved
     )
-
-
-def allowed_host_entry(entry: str) -> tuple[str, int | None]:
-    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal → (host, port or
-    None for any port). `ValueError` for a port that is not one."""
-    entry = entry.strip().lower()
-    port: str | None = None
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"not host[:port]: {entry!r}")
-            port = rest[1:]
-    elif entry.count(":") == 1:
-        host, port = entry.split(":")
-    else:
-        host = entry  # a name, an IPv4 address or a bare IPv6 address
-    host = host.rstrip(".")
-    if not host:
-        raise ValueError(f"no host in {entry!r}")
-    if port is None:
-        return host, None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"not a port in {entry!r}")
-    return host, int(port)
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,8 @@ async def test_allowed_urls() -> None:
     assert await policy.check("https://nat64.example.org/h")  # DNS64 on an IPv6-only network
     assert await policy.check("https://[2002:5db8:d70e::1]/h")  # 6to4 of 93.184.215.14
     assert await policy.check("https://[::ffff:5db8:d70e]/h")
+    # Teredo with a public server and client (93.184.215.14, obfuscated).
+    assert await policy.check("https://[2001:0:4136:e378:8000:63bf:a247:28f1]/h")
 
 
 async def test_an_allowed_host_with_a_port_allows_that_port_only() -> None:
