@@ -178,10 +178,12 @@ class Settings(BaseSettings):
         return any(address in network for network in self.trusted_clients)
 
     # Completion webhooks (see app/webhooks and docs/webhooks.md). One secret, or two
-    # separated by a space while rotating: both sign every delivery.
+    # separated by a space while rotating: both sign every delivery. Never handed out:
+    # each receiver verifies with its own, derived (python -m app.webhooks.secrets URL).
     webhook_secret: SecretStr | None = None
-    # Hosts (names or IP literals, comma-separated) that may take `http` callbacks and
-    # resolve to private, loopback or link-local addresses: internal receivers.
+    # Hosts (names or IP literals, comma-separated, `host` for any port or `host:port`)
+    # that may take `http` callbacks and resolve to private, loopback or link-local
+    # addresses: internal receivers.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="A whole attempt.")
     webhook_max_age_hours: float = Field(default=24.0, gt=0)
@@ -189,15 +191,23 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     webhook_concurrency: int = Field(default=8, ge=0, description="0 sends nothing here.")
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Callback DNS lookups run on threads of their own (a name server that never answers
+    # holds only these), at most this many at once for one user's task creations.
+    webhook_dns_threads: int = Field(default=4, ge=1)
+    webhook_dns_lookups_per_user: int = Field(default=2, ge=1)
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
-        """`lms-bridge, 10.0.0.7` (compared case-insensitively, without a trailing dot)."""
+        """`lms-bridge, 10.0.0.7, lms:8443` (compared case-insensitively, without a
+        trailing dot; with a port, only that port)."""
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list):
-            return [str(item).strip().lower().rstrip(".") for item in value if str(item).strip()]
+            entries = [str(item).strip().lower().rstrip(".") for item in value if str(item).strip()]
+            for entry in entries:
+                allowed_host_entry(entry)  # a malformed one stops the start, named
+            return entries
         return value
 
     # Live streams (see app/events).
@@ -325,6 +335,31 @@ def check_webhook_secrets(value: str) -> list[bytes]:
             )
         keys.append(key)
     return keys
+
+
+def allowed_host_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal → (host, port or
+    None for any port). `ValueError` for a port that is not one."""
+    entry = entry.strip().lower()
+    port: str | None = None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"not host[:port]: {entry!r}")
+            port = rest[1:]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host = entry  # a name, an IPv4 address or a bare IPv6 address
+    host = host.rstrip(".")
+    if not host:
+        raise ValueError(f"no host in {entry!r}")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"not a port in {entry!r}")
+    return host, int(port)
 
 
 def setting_names() -> frozenset[str]:

@@ -123,7 +123,13 @@ def create_app(
             hub.start()
             stack.push_async_callback(hub.stop)
             workers.start()
-            webhook_policy = CallbackPolicy(settings.webhook_allowed_hosts, resolver)
+            webhook_policy = CallbackPolicy(
+                settings.webhook_allowed_hosts,
+                resolver,
+                dns_threads=settings.webhook_dns_threads,
+                lookups_per_user=settings.webhook_dns_lookups_per_user,
+            )
+            stack.callback(webhook_policy.close)
             webhook_client = guarded_client(
                 webhook_policy,
                 timeout=settings.webhook_timeout_seconds,

@@ -151,3 +151,15 @@ def test_two_webhook_secrets_and_allowed_hosts_are_read(monkeypatch: pytest.Monk
     settings = load_settings()
     assert [len(key) for key in settings.webhook_keys] == [24, 27]
     assert settings.webhook_allowed_hosts == ["lms-bridge", "10.0.0.7"]
+
+
+def test_allowed_hosts_take_an_optional_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANAGER_WEBHOOK_ALLOWED_HOSTS", "lms-bridge:8443, [fd00::7]:80, fd00::8")
+    assert load_settings().webhook_allowed_hosts == ["lms-bridge:8443", "[fd00::7]:80", "fd00::8"]
+
+
+@pytest.mark.parametrize("entry", ["lms-bridge:", "lms-bridge:http", "lms-bridge:70000"])
+def test_a_malformed_allowed_host_is_named(monkeypatch: pytest.MonkeyPatch, entry: str) -> None:
+    monkeypatch.setenv("MANAGER_WEBHOOK_ALLOWED_HOSTS", f"10.0.0.7, {entry}")
+    with pytest.raises(ConfigurationError, match="MANAGER_WEBHOOK_ALLOWED_HOSTS"):
+        load_settings()
