@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
@@ -269,7 +270,7 @@ class TestClientAddress:
         import start
 
         calls: list[dict[str, Any]] = []
-        monkeypatch.setattr(start.uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+        monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
         monkeypatch.setattr(start, "configure_logging", lambda **kwargs: None)
         for name in ("MANAGER_DB_POSTGRES_HOST", "MANAGER_FORWARDED_ALLOW_IPS"):
             monkeypatch.delenv(name, raising=False)
