@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
 
 from app.api.deps import FollowerIdDep, RuntimeDep
-from app.api.legacy import UNTRUSTED
+from app.api.legacy import JSON_BODY, UNTRUSTED
 from app.api.schemas import ErrorResponse, LegacyUserRequest
 from app.api.upload_route import LegacyRoute
 from app.events.frames import legacy_frame, resource_frame
@@ -31,6 +31,12 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
     401: {"model": ErrorResponse, "description": "No caller identity (GET stream only)."},
+    403: {
+        "model": ErrorResponse,
+        "description": "X-User-Id or user_id from outside MANAGER_TRUSTED_CLIENTS, or a "
+        "user_id naming another user than the header or token (GET); a caller outside "
+        "MANAGER_TRUSTED_CLIENTS (POST).",
+    },
     404: {"model": ErrorResponse, "description": "No such task for this user."},
     429: {
         "model": ErrorResponse,
@@ -41,6 +47,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 RESUME_RESPONSES: dict[int | str, dict[str, Any]] = {
     **STREAM_RESPONSES,
+    400: {"model": ErrorResponse, "description": "X-User-Id sent more than once."},
     204: {
         "description": "Resumed after the task's terminal event: nothing more will come. "
         "EventSource stops reconnecting on 204."
@@ -121,5 +128,5 @@ router.add_api_route(
     tags=["legacy"],
     summary="Follow a task live (legacy)",
     response_class=TaskEventStream,
-    responses={**STREAM_RESPONSES, **UNTRUSTED},
+    responses={**STREAM_RESPONSES, **UNTRUSTED, **JSON_BODY},
 )

@@ -22,6 +22,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.types import Message
 
 from app.api.identity import (
+    UNTRUSTED_HEADER,
     forwarded_user_header,
     parse_user_id,
     require_trusted_client,
@@ -51,7 +52,6 @@ class UploadAwareRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
         reads_form = self.body_field is not None and isinstance(self.body_field.field_info, Form)
-
         reads_json = self.body_field is not None and not reads_form
 
         async def guarded(request: Request) -> Response:
@@ -84,13 +84,15 @@ class ResourceRoute(UploadAwareRoute):
 
     def check_caller(self, request: Request, runtime: Runtime) -> None:
         raw_user_id = forwarded_user_header(request.headers)
+        client_host = request.client.host if request.client else None
         forwarded: uuid.UUID | None = None
         if raw_user_id is not None and runtime.settings.auth_jwt_secret is None:
+            # An outsider's header is refused as such, not parsed.
+            require_trusted_client(runtime.settings, client_host, detail=UNTRUSTED_HEADER)
             forwarded = parse_user_id(raw_user_id)
-        client = request.client
         resolve_caller(
             runtime.settings,
-            client_host=client.host if client else None,
+            client_host=client_host,
             forwarded_user_id=forwarded,
             authorization=request.headers.get("authorization"),
         )
