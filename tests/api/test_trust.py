@@ -77,6 +77,16 @@ class TestTheDefaultBoundary:
         assert (await client.get("/tasks", headers=as_user)).status_code == 200
         assert (await client.post("/", json={"user_id": str(USER)})).status_code == 200
 
+    async def test_an_outsider_s_upload_header_is_refused_not_parsed(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        headers = [
+            (b"content-type", b"multipart/form-data; boundary=xyz"),
+            (b"x-user-id", b"not-a-uuid"),
+        ]
+        status, reads = await call_without_body(app, "/tasks", headers, client_host=OUTSIDER)
+        assert (status, reads) == (403, 0)
+
     async def test_an_outsider_is_served_when_everyone_is_trusted(
         self, database_url: URL, clean_database: None
     ) -> None:
