@@ -51,7 +51,10 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep the handlers configure_logging installed
-        access_log=False,  # RequestContext writes the access line, with the request id
+        access_log=False,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1; the app reads it itself,
+        # from MANAGER_FORWARDED_ALLOW_IPS only (app/api/trust.py).
+        proxy_headers=False,  # RequestContext writes the access line, with the request id
         # Streams end at once on shutdown; requests still running get the same grace
         # period as stage calls, which start theirs at the signal too (app/signals.py).
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),

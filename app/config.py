@@ -28,6 +28,18 @@ StageName = Literal["preprocessing", "transcribing", "feedback"]
 STAGES: tuple[StageName, ...] = ("preprocessing", "transcribing", "feedback")
 
 
+# Loopback and the private ranges compose and Kubernetes networks draw from (RFC 1918,
+# IPv6 unique local): where the ILPS gateway calls from.
+DEFAULT_TRUSTED_CLIENTS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+
+
 class ConfigurationError(Exception):
     """Start-up configuration is unusable; the message is one line naming the variable(s)."""
 
@@ -152,21 +164,41 @@ class Settings(BaseSettings):
     # When set, a token must name this audience / issuer (`aud` / `iss`).
     auth_jwt_audience: str | None = None
     auth_jwt_issuer: str | None = None
-    # The legacy routes take the user id from the body; only these networks (the
-    # gateway) may call them. Unset: anyone who reaches the port. A comma-separated list.
-    trusted_clients: Annotated[list[IPv4Network | IPv6Network] | None, NoDecode] = None
+    # The networks whose X-User-Id header and legacy calls are believed (the gateway's):
+    # loopback and the private ranges of a compose or Kubernetes network by default. A
+    # comma-separated list; `*` (None here) trusts anyone who reaches the port.
+    trusted_clients: Annotated[list[IPv4Network | IPv6Network] | None, NoDecode] = Field(
+        default_factory=lambda: [ip_network(network) for network in DEFAULT_TRUSTED_CLIENTS]
+    )
+    # The proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips,
+    # comma-separated addresses or networks, `*` for any). Unset: the headers are ignored.
+    forwarded_allow_ips: str | None = None
+    # A JSON request body larger than this is refused with 413 while it streams in.
+    json_body_max_kb: float = Field(default=64, gt=0)
 
     @field_validator("trusted_clients", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
-        """`10.0.0.0/8, 192.168.1.5` (a bare address is a one-address network)."""
+        """`10.0.0.0/8, 192.168.1.5` (a bare address is a one-address network); `*`: anyone."""
         if isinstance(value, str):
+            if value.strip() == "*":
+                return None
             items = [item.strip() for item in value.split(",") if item.strip()]
-            return [ip_network(item, strict=False) for item in items] or None
+            if not items:
+                raise ValueError("name at least one network, or * to trust anyone")
+            return [ip_network(item, strict=False) for item in items]
         return value
 
+    @property
+    def trusts_everyone(self) -> bool:
+        return self.trusted_clients is None
+
+    @cached_property
+    def json_body_max_bytes(self) -> int:
+        return int(self.json_body_max_kb * 1024)
+
     def is_trusted_client(self, host: str | None) -> bool:
-        """May this peer address call the legacy routes?"""
+        """Is this peer address one whose X-User-Id and legacy calls are believed?"""
         if self.trusted_clients is None:
             return True
         try:

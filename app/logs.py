@@ -9,6 +9,7 @@ onto every record.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +21,8 @@ import pythonjsonlogger.core
 import pythonjsonlogger.json
 from starlette.types import Scope
 
+from app.log_redaction import RedactDatabaseErrors
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
 stage_var: ContextVar[str | None] = ContextVar("stage", default=None)
@@ -30,6 +33,21 @@ _MAX_REQUEST_ID = 128
 access_log = logging.getLogger("app.access")
 # Attached to every record by `ContextFilter`; written by the formatters when set.
 CONTEXT_FIELDS = ("request_id", "task_id", "stage")
+
+
+# C0 and C1 controls and the Unicode line separators: a CR/LF in a request's path would
+# otherwise start a forged line in a text log.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters written as escapes (`\\r` as `\\x0d`)."""
+    return _CONTROL_CHARACTERS.sub(_escaped, text)
 
 
 @contextmanager
@@ -100,6 +118,12 @@ class TextFormatter(logging.Formatter):
         record.ids = f" [{' '.join(ids)}]" if ids else ""
         return super().format(record)
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        # One record, one line, whatever a client put in the values; a traceback, added
+        # after this, keeps its own lines.
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
 
 class GelfUdpHandler(pygelf.GelfUdpHandler):  # type: ignore[misc]  # pygelf is untyped
     """GELF 1.1 over UDP to Graylog (pygelf: compression, chunking, levels), with our ids."""
@@ -138,10 +162,12 @@ def configure_logging(
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactDatabaseErrors())
     handlers: list[logging.Handler] = [handler]
     if graylog is not None:
         gelf = GelfUdpHandler(*graylog, source=source)
         gelf.addFilter(ContextFilter())
+        gelf.addFilter(RedactDatabaseErrors())
         handlers.append(gelf)
     root = logging.getLogger()
     root.handlers = handlers

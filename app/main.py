@@ -17,6 +17,7 @@ from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.api.request_observer import RequestObserver
+from app.api.trust import install_forwarded_headers, trust_warning
 from app.config import STAGES, Settings, StageName, load_settings
 from app.db.engine import create_database
 from app.db.url import asyncpg_dsn, configured_database_url
@@ -96,6 +97,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if (warning := trust_warning(settings)) is not None:
+                log.warning("%s", warning)
             url = database_url or await _database_url(settings, stack)
             database = create_database(
                 url, pool_size=settings.db_pool_size, application_name=settings.service_name
@@ -197,6 +200,8 @@ def create_app(
         lifespan=lifespan,
         license_info={"name": "GPL-3.0-only", "identifier": "GPL-3.0-only"},
     )
+    # Innermost: the client's address is settled before any route judges it.
+    install_forwarded_headers(app, settings)
     app.add_middleware(
         UploadSizeLimit,
         max_upload_mb=settings.max_upload_mb,
@@ -222,5 +227,6 @@ def create_app(
 
 
 def create_app_from_environment() -> FastAPI:
-    """For `uvicorn --factory app.main:create_app_from_environment`."""
+    """For `uvicorn --factory app.main:create_app_from_environment --no-proxy-headers`
+    (the app reads X-Forwarded-For itself, from MANAGER_FORWARDED_ALLOW_IPS only)."""
     return create_app(load_settings())

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.api.identity import require_trusted_client, resolve_caller
+from app.api.identity import forwarded_user_header, resolve_caller
 from app.config import Settings
 from app.runtime import Runtime
 
@@ -86,21 +86,32 @@ AuthorizationHeader = Annotated[
 
 
 async def caller_user_id(
+    request: Request,
     settings: SettingsDep,
     x_user_id: ForwardedUserId = None,
     authorization: AuthorizationHeader = None,
 ) -> uuid.UUID:
-    return resolve_caller(settings, forwarded_user_id=x_user_id, authorization=authorization)
+    forwarded_user_header(request.headers)  # 400 when repeated
+    return resolve_caller(
+        settings,
+        client_host=_client_host(request),
+        forwarded_user_id=x_user_id,
+        authorization=authorization,
+    )
 
 
 UserIdDep = Annotated[uuid.UUID, Depends(caller_user_id)]
 
 
 async def follower_user_id(
+    request: Request,
     settings: SettingsDep,
     user_id: Annotated[
         uuid.UUID | None,
-        Query(description="The caller's user id (EventSource cannot send headers)."),
+        Query(
+            description="The caller's user id, for EventSource, which cannot send headers "
+            "(from the gateway's network only; 403 when it disagrees with the header or token)."
+        ),
     ] = None,
     x_user_id: ForwardedUserId = None,
     authorization: AuthorizationHeader = None,
@@ -110,18 +121,20 @@ async def follower_user_id(
     ] = None,
 ) -> uuid.UUID:
     """Like `caller_user_id`, plus the query parameters a browser's EventSource can send."""
+    forwarded_user_header(request.headers)
     return resolve_caller(
         settings,
-        forwarded_user_id=user_id or x_user_id,
+        client_host=_client_host(request),
+        forwarded_user_id=x_user_id,
         authorization=authorization,
         access_token=access_token,
+        query_user_id=user_id,
     )
 
 
 FollowerIdDep = Annotated[uuid.UUID, Depends(follower_user_id)]
 
 
-async def trusted_client(request: Request, settings: SettingsDep) -> None:
-    """For legacy routes outside `LegacyRoute`: 403 unless from `MANAGER_TRUSTED_CLIENTS`."""
+def _client_host(request: Request) -> str | None:
     client = request.client
-    require_trusted_client(settings, client.host if client else None)
+    return client.host if client else None

@@ -29,6 +29,10 @@ from app.tasks import service
 UNTRUSTED: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The caller is not in MANAGER_TRUSTED_CLIENTS."}
 }
+JSON_BODY: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "The body is over MANAGER_JSON_BODY_MAX_KB."},
+    415: {"model": ErrorResponse, "description": "The body is not application/json."},
+}
 # The user id comes from the body, so only the gateway may call these (LegacyRoute).
 router = APIRouter(tags=["legacy"], route_class=LegacyRoute, responses=UNTRUSTED)
 
@@ -61,6 +65,7 @@ async def transcribe(
     "/",
     response_model=list[LegacyTaskSummary],
     summary="List the user's tasks, newest first (legacy)",
+    responses=JSON_BODY,
 )
 async def list_tasks(runtime: RuntimeDep, body: UserBody) -> JSONBytes:
     """The body is written from the rows, not validated through the model (app/api/listing.py)."""
@@ -73,7 +78,7 @@ async def list_tasks(runtime: RuntimeDep, body: UserBody) -> JSONBytes:
     "/{task_id}",
     response_model=LegacyTaskDetail,
     summary="Read one task (legacy)",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **JSON_BODY},
 )
 async def read_task(
     session: ReadSessionDep, task_id: uuid.UUID, body: UserBody

@@ -13,7 +13,14 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import REQUEST_ID_HEADER, access_log, incoming_request_id, request_id_var, scope_var
+from app.logs import (
+    REQUEST_ID_HEADER,
+    access_log,
+    incoming_request_id,
+    printable,
+    request_id_var,
+    scope_var,
+)
 from app.metrics import Metrics
 
 
@@ -74,10 +81,12 @@ class RequestObserver:
             await self.app(scope, receive, observed_send)
         finally:
             self.metrics.count_request(scope, status)
+            # The path is percent-decoded: %0d%0a in the URL is a CR LF here.
+            path = printable(scope["path"])
             access_log.info(
                 "%s %s -> %d (%.1f ms)",
-                scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
-                extra={"method": scope["method"], "path": scope["path"], "status": status},
+                scope["method"], path, status, (time.perf_counter() - started) * 1000,
+                extra={"method": scope["method"], "path": path, "status": status},
             )  # fmt: skip
             scope_var.reset(scope_token)
             request_id_var.reset(request_token)

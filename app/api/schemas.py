@@ -27,10 +27,15 @@ class ErrorResponse(BaseModel):
 
 
 UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "X-User-Id sent more than once."},
     401: {
         "model": ErrorResponse,
         "description": "No caller: X-User-Id missing, or no valid token when tokens are verified.",
-    }
+    },
+    403: {
+        "model": ErrorResponse,
+        "description": "X-User-Id from outside MANAGER_TRUSTED_CLIENTS (without tokens).",
+    },
 }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
 
-from app.api.deps import FollowerIdDep, RuntimeDep, trusted_client
+from app.api.deps import FollowerIdDep, RuntimeDep
+from app.api.legacy import JSON_BODY, UNTRUSTED
 from app.api.schemas import ErrorResponse, LegacyUserRequest
+from app.api.upload_route import LegacyRoute
 from app.events.frames import legacy_frame, resource_frame
 from app.events.hub import TooManyFollowers, TooManyFollowersForUser
 from app.events.streams import (
@@ -29,6 +31,12 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
     401: {"model": ErrorResponse, "description": "No caller identity (GET stream only)."},
+    403: {
+        "model": ErrorResponse,
+        "description": "X-User-Id or user_id from outside MANAGER_TRUSTED_CLIENTS, or a "
+        "user_id naming another user than the header or token (GET); a caller outside "
+        "MANAGER_TRUSTED_CLIENTS (POST).",
+    },
     404: {"model": ErrorResponse, "description": "No such task for this user."},
     429: {
         "model": ErrorResponse,
@@ -39,6 +47,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 RESUME_RESPONSES: dict[int | str, dict[str, Any]] = {
     **STREAM_RESPONSES,
+    400: {"model": ErrorResponse, "description": "X-User-Id sent more than once."},
     204: {
         "description": "Resumed after the task's terminal event: nothing more will come. "
         "EventSource stops reconnecting on 204."
@@ -102,17 +111,22 @@ async def task_events(
     return TaskEventStream(stream, resource_frame, headers=STREAM_HEADERS)
 
 
-@router.post(
-    "/{task_id}/stream",
-    tags=["legacy"],
-    dependencies=[Depends(trusted_client)],
-    summary="Follow a task live (legacy)",
-    response_class=TaskEventStream,
-    responses=STREAM_RESPONSES,
-)
 async def legacy_stream(
     runtime: RuntimeDep, task_id: uuid.UUID, body: Annotated[LegacyUserRequest, Body()]
 ) -> TaskEventStream:
     """`data:` lines of JSON `{"event", "task_id", "status", "retry"}`, one per status."""
     stream = await _open(runtime, task_id, body.user_id, None)
     return TaskEventStream(stream, legacy_frame, headers=STREAM_HEADERS)
+
+
+# A legacy route: the caller is judged on its address before the body is read.
+router.add_api_route(
+    "/{task_id}/stream",
+    legacy_stream,
+    methods=["POST"],
+    route_class_override=LegacyRoute,
+    tags=["legacy"],
+    summary="Follow a task live (legacy)",
+    response_class=TaskEventStream,
+    responses={**STREAM_RESPONSES, **UNTRUSTED, **JSON_BODY},
+)

@@ -4,7 +4,8 @@ FastAPI parses a form body before it runs a route's dependencies, so a check wri
 as a dependency (who is calling, is this multipart at all) would come only after the
 whole upload had been received. These routes answer 401, 403, 413 and 415 from the
 headers alone, then parse the form within the upload memory budget and with caps on
-its parts, and only then hand over to FastAPI, which finds the form parsed.
+its parts, and only then hand over to FastAPI, which finds the form parsed. A JSON body
+is capped at `MANAGER_JSON_BODY_MAX_KB` while it streams in.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
 from fastapi.routing import APIRoute
 from python_multipart.multipart import parse_options_header
+from starlette.types import Message
 
-from app.api.identity import require_trusted_client, resolve_caller
+from app.api.identity import (
+    UNTRUSTED_HEADER,
+    forwarded_user_header,
+    parse_user_id,
+    require_trusted_client,
+    resolve_caller,
+)
 from app.api.multipart_form import BufferedFormParser, MultipartFormError
 from app.api.uploads import (
     PARSE_MEMORY_BYTES,
@@ -45,10 +52,14 @@ class UploadAwareRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
         reads_form = self.body_field is not None and isinstance(self.body_field.field_info, Form)
+        reads_json = self.body_field is not None and not reads_form
 
         async def guarded(request: Request) -> Response:
             runtime: Runtime = request.app.state.runtime
             self.check_caller(request, runtime)
+            if reads_json:
+                require_json(request)
+                return await handler(capped_body(request, runtime.settings.json_body_max_bytes))
             if not reads_form:
                 return await handler(request)
             await require_multipart(request)
@@ -72,24 +83,16 @@ class ResourceRoute(UploadAwareRoute):
         return super().get_route_handler()
 
     def check_caller(self, request: Request, runtime: Runtime) -> None:
-        raw_user_id = request.headers.get("x-user-id")
+        raw_user_id = forwarded_user_header(request.headers)
+        client_host = request.client.host if request.client else None
         forwarded: uuid.UUID | None = None
         if raw_user_id is not None and runtime.settings.auth_jwt_secret is None:
-            try:
-                forwarded = uuid.UUID(raw_user_id)
-            except ValueError:
-                raise RequestValidationError(
-                    [
-                        {
-                            "type": "uuid_parsing",
-                            "loc": ("header", "X-User-Id"),
-                            "msg": "Input should be a valid UUID",
-                            "input": raw_user_id,
-                        }
-                    ]
-                ) from None
+            # An outsider's header is refused as such, not parsed.
+            require_trusted_client(runtime.settings, client_host, detail=UNTRUSTED_HEADER)
+            forwarded = parse_user_id(raw_user_id)
         resolve_caller(
             runtime.settings,
+            client_host=client_host,
             forwarded_user_id=forwarded,
             authorization=request.headers.get("authorization"),
         )
@@ -101,6 +104,50 @@ class LegacyRoute(UploadAwareRoute):
     def check_caller(self, request: Request, runtime: Runtime) -> None:
         client = request.client
         require_trusted_client(runtime.settings, client.host if client else None)
+
+
+def require_json(request: Request) -> None:
+    """415 for a body that says it is not JSON. One without a Content-Type is left to
+    FastAPI, which answers it as it always has."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    kind = parse_options_header(content_type)[0].decode("latin-1").lower()
+    if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
+        return
+    raise HTTPException(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="Send the body as application/json."
+    )
+
+
+def json_too_large(limit_bytes: int) -> HTTPException:
+    # Connection: close: the server need not wait for the rest of a body nobody reads.
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"The JSON body is larger than the limit of {limit_bytes // 1024} KiB.",
+        headers={"Connection": "close"},
+    )
+
+
+def capped_body(request: Request, limit_bytes: int) -> Request:
+    """The request, its body refused with 413 as soon as it passes `limit_bytes`: at once
+    when its Content-Length says so, else when the bytes received cross the limit."""
+    declared = _content_length(request)
+    if declared is not None and declared > limit_bytes:
+        raise json_too_large(limit_bytes)
+    receive = request.receive
+    received = 0
+
+    async def capped_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit_bytes:
+                raise json_too_large(limit_bytes)
+        return message
+
+    return Request(request.scope, capped_receive)
 
 
 @asynccontextmanager

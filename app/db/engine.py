@@ -134,6 +134,8 @@ def create_database(url: URL, *, pool_size: int, application_name: str) -> Datab
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        # A statement's error is logged without its values: titles, user ids, callback URLs.
+        hide_parameters=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)

@@ -114,10 +114,6 @@ class TestTrustedClients:
         self, app: FastAPI, client: httpx.AsyncClient, path: str
     ) -> None:
         headers = [(b"content-type", MULTIPART if path == "/transcribe" else b"application/json")]
-        if path.endswith("/stream"):  # an ordinary dependency: checked after the small body
-            response = await client.post(path, json={"user_id": USER})
-            assert response.status_code == 403
-            return
         status, reads = await call_without_body(app, path, headers, client_host="172.16.0.1")
         assert (status, reads) == (403, 0)
 
@@ -133,8 +129,14 @@ class TestTrustedClients:
         async with httpx.AsyncClient(transport=inside, base_url="http://tm") as from_network:
             assert (await from_network.post("/", json={"user_id": USER})).status_code == 200
 
-    async def test_resource_routes_are_not_limited(self, client: httpx.AsyncClient) -> None:
-        assert (await client.get("/tasks", headers={"X-User-Id": USER})).status_code == 200
+    async def test_resource_routes_believe_x_user_id_from_the_list_only(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        assert (await client.get("/tasks", headers={"X-User-Id": USER})).status_code == 403
+        gateway = httpx.ASGITransport(app=app, client=("192.168.1.7", 4000))
+        async with httpx.AsyncClient(transport=gateway, base_url="http://tm") as from_gateway:
+            response = await from_gateway.get("/tasks", headers={"X-User-Id": USER})
+        assert response.status_code == 200
 
 
 def test_trusted_clients_come_from_a_shared_env_file_as_a_comma_separated_list(
@@ -160,4 +162,6 @@ def test_trusted_clients_come_from_a_shared_env_file_as_a_comma_separated_list(
     assert settings.is_trusted_client("10.1.2.3")
     assert settings.is_trusted_client("::ffff:10.1.2.3")
     assert not settings.is_trusted_client("127.0.0.1")
-    assert Settings(_env_file=None).is_trusted_client("203.0.113.9")  # unset: anyone
+    unset = Settings(_env_file=None)  # loopback and the private ranges
+    assert unset.is_trusted_client("172.20.0.5")
+    assert not unset.is_trusted_client("203.0.113.9")
