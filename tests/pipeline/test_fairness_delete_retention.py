@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
+from app.pipeline import queue
 from tests.conftest import make_settings, pipeline_settings, serve
 from tests.fakes import FakeServices
 from tests.pipeline.conftest import Uploader, task_row, wait_terminal
@@ -20,7 +21,7 @@ from tests.waiting import eventually
 
 @pytest.fixture
 def settings(fakes: FakeServices) -> Settings:
-    return pipeline_settings(fakes, max_active_tasks_per_user=2, audio_retention_hours=None)
+    return pipeline_settings(fakes, max_active_tasks_per_user=2)
 
 
 async def test_one_users_backlog_does_not_starve_another(
@@ -135,6 +136,58 @@ async def test_retention_purges_audio_of_old_finished_tasks_only(
     assert finished is not None
     assert finished["status"] == "completed"
     assert finished["accuracy"] is not None  # results stay
+
+
+def test_audio_is_kept_seven_days_after_the_task_ends_by_default() -> None:
+    assert make_settings().audio_retention_hours == 168
+
+
+async def test_retention_zero_deletes_the_audio_as_the_task_ends(
+    fakes: FakeServices, engine: AsyncEngine, database_url: URL
+) -> None:
+    settings = pipeline_settings(fakes, audio_retention_hours=0)
+    user_id = uuid.uuid4()
+    headers = {"X-User-Id": str(user_id)}
+    async with serve(create_app(settings, database_url=database_url)) as client:
+        uploader = Uploader(client)
+        completed_id, _ = await uploader.create(user_id)
+        await wait_terminal(engine, completed_id)
+        # In the statement that completed it: no wait for the purge.
+        assert await audio_count(engine, completed_id) == 0
+
+        fakes.feedback.always = "bad-body"  # a permanent failure ends the task too
+        failed_id, _ = await uploader.create(user_id)
+        assert (await wait_terminal(engine, failed_id))["status"] == "failed"
+        assert await audio_count(engine, failed_id) == 0
+
+        fakes.feedback.always = None
+        fakes.preprocessing.latency = 30  # keeps this one in a stage
+        running_id, marker = await uploader.create(user_id)
+        await eventually(
+            lambda: bool(fakes.preprocessing.calls_for(marker)), message="preprocessing to start"
+        )
+        async with engine.connect() as connection:  # the purge at 0 spares it too
+            await queue.purge_expired_audio(connection, older_than_hours=0)
+            await connection.commit()
+        assert await audio_count(engine, running_id) == 1
+
+        # The results stay, and every read still answers without the audio.
+        detail = await client.get(f"/tasks/{completed_id}", headers=headers)
+        assert detail.status_code == 200
+        assert detail.json()["status"] == "completed"
+        assert detail.json()["accuracy"] is not None
+        legacy = await client.post(f"/{completed_id}", json={"user_id": str(user_id)})
+        assert legacy.status_code == 200
+        assert legacy.json()["status"] == "completed"
+        listed = await client.get("/tasks", headers=headers)
+        assert {task["id"] for task in listed.json()["items"]} >= {completed_id, failed_id}
+        legacy_list = await client.post("/", json={"user_id": str(user_id)})
+        assert {task["id"] for task in legacy_list.json()} >= {completed_id, failed_id}
+    async with engine.connect() as connection:
+        history = await connection.scalar(
+            text("SELECT count(*) FROM task_events WHERE task_id = :id"), {"id": completed_id}
+        )
+    assert history > 1  # the history stays
 
 
 async def audio_count(engine: AsyncEngine, task_id: str) -> int:
