@@ -158,8 +158,7 @@ UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
     429: {
         "model": ErrorResponse,
-        "description": "The user is at a cap: unfinished tasks, or stored audio "
-        "(see Retry-After).",
+        "description": "The user is at a cap: unfinished tasks, or stored audio (see Retry-After).",
     },
 }
 

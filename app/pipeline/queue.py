@@ -294,6 +294,7 @@ def _audio_dropped(moved: CTE) -> CTE:
         .cte("dropped")
     )
 
+
 _PREPROCESSED = DriverStatement.compile(
     recorded(
         update(Task).where(_HELD).values(status=bindparam("next_status"), stage_attempts=0),

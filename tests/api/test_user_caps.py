@@ -7,8 +7,7 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy import URL
+from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.config import Settings
@@ -53,8 +52,7 @@ async def finish_all(engine: AsyncEngine, user_id: uuid.UUID, *, ended: str = "n
     async with engine.begin() as connection:
         await connection.execute(
             text(
-                f"UPDATE tasks SET status = 'completed', completed_at = {ended} "
-                "WHERE user_id = :u"
+                f"UPDATE tasks SET status = 'completed', completed_at = {ended} WHERE user_id = :u"
             ),
             {"u": user_id},
         )
@@ -100,9 +98,7 @@ async def test_parallel_creations_do_not_both_pass_a_cap_of_one(
     user_id = uuid.uuid4()
     async with serve(create_app(settings, database_url=database_url)) as client:
         for _ in range(3):  # a few rounds: each one a race between eight uploads
-            answers = await asyncio.gather(
-                *(resource_upload(client, user_id) for _ in range(8))
-            )
+            answers = await asyncio.gather(*(resource_upload(client, user_id) for _ in range(8)))
             codes = sorted(answer.status_code for answer in answers)
             assert codes == [201] + [429] * 7
             await finish_all(engine, user_id)
@@ -141,7 +137,7 @@ async def test_a_creation_waits_for_the_users_creation_in_flight_and_counts_it(
                     text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
                     {"pid": pid},
                 )
-            return state == "Lock"
+            return bool(state == "Lock")
 
         await eventually(waiting_for_a_lock, message="the second creation to wait")
         await first.commit()
@@ -177,7 +173,10 @@ async def test_stored_audio_over_the_quota_is_refused_until_retention_frees_it(
         assert (await resource_upload(client, uuid.uuid4())).status_code == 201
         async with engine.begin() as connection:
             await connection.execute(
-                text("DELETE FROM task_audio a USING tasks t WHERE a.task_id = t.id AND t.user_id = :u"),
+                text(
+                    "DELETE FROM task_audio a USING tasks t "
+                    "WHERE a.task_id = t.id AND t.user_id = :u"
+                ),
                 {"u": user_id},
             )
         assert (await resource_upload(client, user_id, audio=PCM_SAMPLE)).status_code == 201
