@@ -112,14 +112,18 @@ def _insert_task_with_upload() -> Select[Task]:
     # The user's lock is taken in this statement and held to the commit, so the caps'
     # check (`record_created_within_caps`), a statement of its own and thus with a later
     # snapshot, counts every task of the user committed before; costs no round trip.
-    lock = func.pg_advisory_xact_lock(USER_LOCK_CLASS, func.hashtext(cast(new_task.c.user_id, Text)))
+    lock = func.pg_advisory_xact_lock(
+        USER_LOCK_CLASS, func.hashtext(cast(new_task.c.user_id, Text))
+    )
     return select(aliased(Task, new_task), lock).add_cte(new_audio)
 
 
 # The per-user lock that serialises a user's creations and erasure: the two-key form
 # (PostgreSQL's objsubid 2), which the claim's reading of owner locks (objsubid 1) ignores.
 USER_LOCK_CLASS = 0x5553_4552
-_LOCK_USER = text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(CAST(:user_id AS text)))")
+_LOCK_USER = text(
+    "SELECT pg_advisory_xact_lock(:lock_class, hashtext(CAST(CAST(:user_id AS uuid) AS text)))"
+)
 
 _INSERT_TASK_WITH_UPLOAD = _insert_task_with_upload()
 
@@ -294,7 +298,7 @@ _ERASE_USER = text(
     f"""
     WITH gone AS (DELETE FROM tasks WHERE user_id = :user_id RETURNING id),
     queue AS (DELETE FROM queue_users WHERE user_id = :user_id)
-    SELECT gone.id, pg_notify('{EVENTS_CHANNEL}', gone.id::text || ':0') FROM gone
+    SELECT gone.id, pg_notify('{EVENTS_CHANNEL}', gone.id::text || '\\:0') FROM gone
     """
 )
 

@@ -102,6 +102,94 @@ async def test_deleting_a_task_mid_run_stops_the_worker_without_resurrecting_it(
     assert history == 0
 
 
+async def test_erasing_a_user_mid_run_leaves_nothing_for_the_worker_to_write_back(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine, client: httpx.AsyncClient
+) -> None:
+    fakes.transcribing.latency = 1.5
+    user_id = uuid.uuid4()
+    task_id, marker = await uploader.create(user_id)
+    await eventually(
+        lambda: bool(fakes.transcribing.calls_for(marker)),
+        message="the transcriber to be called",
+    )
+
+    assert (await client.delete(f"/users/{user_id}")).status_code == 204
+    await eventually(
+        lambda: asyncio.sleep(
+            0, result=fakes.transcribing.calls_for(marker)[0].finished is not None
+        ),
+        message="the transcriber call to end",
+    )
+
+    async def worker_idle() -> bool:
+        async with engine.connect() as connection:
+            held = await connection.scalar(
+                text("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL")
+            )
+        return bool(held == 0)
+
+    await eventually(worker_idle, message="the worker to let go")
+    assert await task_row(engine, task_id) is None
+    assert fakes.feedback.calls_for(marker) == []
+    assert await audio_count(engine, task_id) == 0
+
+
+async def test_every_stage_write_of_an_erased_users_task_is_a_no_op(
+    engine: AsyncEngine, database_url: URL, clean_database: None
+) -> None:
+    owner, user_id = f"test-owner-{uuid.uuid4().hex[:6]}", uuid.uuid4()
+    async with serve(create_app(make_settings(), database_url=database_url)) as client:
+        task_id, _ = await Uploader(client).create(user_id)
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", owner)
+            try:
+                claimed = await queue.claim_next_task(
+                    driver, owner=owner, lease_seconds=30, per_user=2, max_claims=5
+                )
+                assert claimed is not None
+                assert str(claimed.id) == task_id
+
+                assert (await client.delete(f"/users/{user_id}")).status_code == 204
+
+                writes = [
+                    queue.store_preprocessed_audio(driver, claimed.id, owner=owner, wav=b"RIFF"),
+                    queue.store_transcription(driver, claimed.id, owner=owner, transcription="x"),
+                    queue.complete_task(
+                        driver, claimed.id, owner=owner, accuracy=50.0, mistakes=[]
+                    ),
+                    queue.fail_task(driver, claimed.id, owner=owner, comment="late"),
+                    queue.release_for_retry(
+                        driver,
+                        claimed.id,
+                        owner=owner,
+                        stage="transcribing",
+                        attempts=1,
+                        delay_seconds=1,
+                        reason="late",
+                    ),
+                    queue.renew_lease(driver, claimed.id, owner=owner, lease_seconds=30),
+                ]
+                for write in writes:
+                    assert await write is False
+            finally:
+                await driver.execute("SELECT pg_advisory_unlock_all()")
+    async with engine.connect() as connection:
+        left = await connection.scalar(
+            text(
+                """
+                SELECT (SELECT count(*) FROM tasks WHERE id = :id)
+                     + (SELECT count(*) FROM task_audio WHERE task_id = :id)
+                     + (SELECT count(*) FROM task_events WHERE task_id = :id)
+                     + (SELECT count(*) FROM webhook_deliveries WHERE task_id = :id)
+                """
+            ),
+            {"id": task_id},
+        )
+    assert left == 0
+
+
 async def test_delete_of_another_users_task_is_not_found(
     uploader: Uploader, client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
