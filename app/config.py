@@ -126,7 +126,12 @@ class Settings(BaseSettings):
     # Claims that took over an expired lease (the holder vanished), not retries.
     pipeline_max_claims: int = Field(default=20, ge=1)
     max_active_tasks_per_user: int = Field(default=2, ge=1)
-    audio_retention_hours: float | None = Field(default=None, gt=0)
+    # A learner's voice is personal data: the audio of a task goes this long after the task
+    # ends (completed or failed); 0 deletes it as the task ends. Results and history stay.
+    audio_retention_hours: float = Field(default=168, ge=0)
+    # Per-user caps on creation (429 beyond them), so one account cannot fill the disk.
+    max_unfinished_tasks_per_user: int = Field(default=20, ge=1)
+    max_stored_audio_mb_per_user: float = Field(default=500, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
 
     # Logs: JSON lines for shippers, readable text for people; optional GELF to Graylog.
@@ -252,6 +257,10 @@ class Settings(BaseSettings):
     @cached_property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @cached_property
+    def max_stored_audio_bytes_per_user(self) -> int:
+        return int(self.max_stored_audio_mb_per_user * 1024 * 1024)
 
     @property
     def uses_embedded_database(self) -> bool:

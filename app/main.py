@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import URL
 
-from app.api import health, legacy, operations, resources, streams
+from app.api import health, legacy, operations, resources, streams, users
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
@@ -215,6 +215,7 @@ def create_app(
     install_openapi(app)
     app.include_router(health.router)
     app.include_router(operations.router)
+    app.include_router(users.router)
     # /tasks before the legacy catch-all POST /{task_id}.
     app.include_router(resources.router)
     app.include_router(streams.router)

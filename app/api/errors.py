@@ -21,7 +21,9 @@ DATABASE_RETRY_AFTER_SECONDS = 2
 
 async def _task_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TaskError)
-    return JSONResponse(status_code=error.status_code, content={"detail": error.detail})
+    return JSONResponse(
+        status_code=error.status_code, content={"detail": error.detail}, headers=error.headers
+    )
 
 
 async def _database_error(_: Request, error: Exception) -> JSONResponse:

@@ -21,7 +21,7 @@ from app.config import Settings
 from app.db.models import CALLBACK_URL_MAX_LENGTH, METADATA_MAX_LENGTH, TITLE_MAX_LENGTH
 from app.runtime import Runtime
 from app.tasks import service
-from app.tasks.service import CreatedTask, NewTask
+from app.tasks.service import CreatedTask, NewTask, UserCaps
 from app.webhooks.policy import CallbackRefused
 
 
@@ -156,6 +156,10 @@ UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     408: {"model": ErrorResponse, "description": "The body arrived slower than the minimum rate."},
     413: {"model": ErrorResponse, "description": "The file is over the upload limit."},
     415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."},
+    429: {
+        "model": ErrorResponse,
+        "description": "The user is at a cap: unfinished tasks, or stored audio (see Retry-After).",
+    },
 }
 
 
@@ -185,10 +189,20 @@ async def create_from_upload(
         )
         if callback_url is not None:
             new = replace(new, callback_url=callback_url)
-        created = await service.create_task(session, new, idempotency_key=upload.idempotency_key)
+        created = await service.create_task(
+            session, new, idempotency_key=upload.idempotency_key, caps=user_caps(runtime.settings)
+        )
     if not created.replayed:
         runtime.metrics.tasks_created.inc()
     return created
+
+
+def user_caps(settings: Settings) -> UserCaps:
+    return UserCaps(
+        max_unfinished=settings.max_unfinished_tasks_per_user,
+        max_audio_bytes=settings.max_stored_audio_bytes_per_user,
+        audio_retention_hours=settings.audio_retention_hours,
+    )
 
 
 async def check_callback(runtime: Runtime, url: str | None, user_id: uuid.UUID) -> str | None:

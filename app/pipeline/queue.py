@@ -28,10 +28,13 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import (
+    CTE,
+    Boolean,
     Integer,
     LargeBinary,
     String,
     bindparam,
+    delete,
     func,
     literal,
     select,
@@ -275,6 +278,23 @@ async def with_stage_audio(connection: asyncpg.Connection, task: ClaimedTask) ->
 _HELD = (Task.id == bindparam("task_id")) & (Task.lease_owner == bindparam("owner"))
 _NO_LEASE = {"lease_owner": None, "lease_expires_at": None}
 
+
+def _audio_dropped(moved: CTE) -> CTE:
+    """With a retention of 0 (`:drop_audio`), the end of a task also deletes its audio.
+
+    In the statement that ends the task, so no moment exists in which a finished task
+    still holds audio, and a task that did not end (lease lost) keeps it.
+    """
+    return (
+        delete(TaskAudio)
+        .where(
+            TaskAudio.task_id.in_(select(moved.c.id)),
+            bindparam("drop_audio", type_=Boolean),
+        )
+        .cte("dropped")
+    )
+
+
 _PREPROCESSED = DriverStatement.compile(
     recorded(
         update(Task).where(_HELD).values(status=bindparam("next_status"), stage_attempts=0),
@@ -323,7 +343,8 @@ _COMPLETE = DriverStatement.compile(
             completed_at=func.now(),
             stage_attempts=0,
             **_NO_LEASE,
-        )
+        ),
+        alongside=_audio_dropped,
     )
 )
 
@@ -339,6 +360,7 @@ _FAIL = DriverStatement.compile(
             **_NO_LEASE,
         ),
         detail=bindparam("comment", type_=String),
+        alongside=_audio_dropped,
     )
 )
 
@@ -400,13 +422,15 @@ async def complete_task(
     owner: str,
     accuracy: float,
     mistakes: list[Any],
+    drop_audio: bool = False,
 ) -> bool:
-    """Store the assessment and finish the task in one step."""
+    """Store the assessment and finish the task in one step (`drop_audio`: and its audio)."""
     return await _moved(
         connection,
         _COMPLETE,
         task_id=task_id,
         owner=owner,
+        drop_audio=drop_audio,
         next_status=TaskStatus.COMPLETED.value,
         accuracy=accuracy,
         # As JSON text: the connection's jsonb codec (SQLAlchemy's) takes a string.
@@ -415,7 +439,12 @@ async def complete_task(
 
 
 async def fail_task(
-    connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str, comment: str
+    connection: asyncpg.Connection,
+    task_id: uuid.UUID,
+    *,
+    owner: str,
+    comment: str,
+    drop_audio: bool = False,
 ) -> bool:
     """End the task as failed with `comment` naming the stage and the reason."""
     return await _moved(
@@ -423,6 +452,7 @@ async def fail_task(
         _FAIL,
         task_id=task_id,
         owner=owner,
+        drop_audio=drop_audio,
         next_status=TaskStatus.FAILED.value,
         comment=comment,
     )
@@ -526,13 +556,18 @@ async def release_all_leases(connection: asyncpg.Connection, *, owner: str) -> i
 
 
 async def purge_expired_audio(connection: AsyncConnection, *, older_than_hours: float) -> int:
-    """Delete the audio of tasks finished more than `older_than_hours` ago; results stay."""
+    """Delete the audio of tasks that ended more than `older_than_hours` ago; results stay.
+
+    Only terminal tasks lose audio: a task in a stage never does, whatever its age. A
+    task ended when `completed_at` was set; a finished row without it (written by an
+    older release) counts from its last update.
+    """
     purged = await connection.execute(
         text(
             f"""
             DELETE FROM task_audio a USING tasks t
             WHERE a.task_id = t.id AND t.status IN {TERMINAL_SQL}
-              AND t.completed_at < now() - make_interval(secs => :age)
+              AND coalesce(t.completed_at, t.updated_at) <= now() - make_interval(secs => :age)
             RETURNING a.task_id
             """
         ),

@@ -82,6 +82,8 @@ class TaskRunner:
         self._calls: set[asyncio.Future[Any]] = set()
         self.schedule_wakeup = schedule_wakeup
         self.is_stopping = is_stopping
+        # A retention of 0: the statement that ends a task also deletes its audio.
+        self._drops_audio = settings.audio_retention_hours == 0
 
     def rename(self, owner: str) -> None:
         """Work as `owner` from now on; tasks held under the old name stop at once.
@@ -122,7 +124,11 @@ class TaskRunner:
             comment = f"abandoned after {task.claim_count} interrupted attempts"
             if await self._write(
                 lambda connection: queue.fail_task(
-                    connection, task.id, owner=self.owner, comment=comment
+                    connection,
+                    task.id,
+                    owner=self.owner,
+                    comment=comment,
+                    drop_audio=self._drops_audio,
                 )
             ):
                 self._finished(task, TaskStatus.FAILED)
@@ -227,6 +233,7 @@ class TaskRunner:
                     owner=self.owner,
                     accuracy=assessment.accuracy,
                     mistakes=assessment.mistakes,
+                    drop_audio=self._drops_audio,
                 )
             )
             if not completed:
@@ -325,7 +332,11 @@ class TaskRunner:
         log.warning("task %s: %s (%s)", task_id, comment, failure.reason)
         if await self._write(
             lambda connection: queue.fail_task(
-                connection, task_id, owner=self.owner, comment=comment
+                connection,
+                task_id,
+                owner=self.owner,
+                comment=comment,
+                drop_audio=self._drops_audio,
             )
         ):
             self._finished(held.task, TaskStatus.FAILED)

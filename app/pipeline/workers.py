@@ -78,8 +78,9 @@ class WorkerPool:
             self.liveness.start()
         for number in range(self.settings.worker_concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"worker-{number}"))
-        if self.settings.audio_retention_hours is not None:
-            self._housekeeping = asyncio.create_task(self._purge_audio(), name="audio-retention")
+        # Always on: with a retention of 0 the pipeline deletes audio as tasks end, and the
+        # purge still clears what tasks ended by other paths (or under a longer retention) kept.
+        self._housekeeping = asyncio.create_task(self._purge_audio(), name="audio-retention")
         log.info("%d workers started as %s", len(self._workers), self.owner)
 
     def on_task_event(self, _task_id: uuid.UUID, seq: int) -> None:
@@ -198,8 +199,7 @@ class WorkerPool:
 
     async def _purge_audio(self) -> None:
         hours = self.settings.audio_retention_hours
-        assert hours is not None
-        interval = min(RETENTION_INTERVAL_SECONDS, hours * 3600 / 4)
+        interval = min(RETENTION_INTERVAL_SECONDS, hours * 3600 / 4) or RETENTION_INTERVAL_SECONDS
         while True:
             try:
                 async with self.database.autocommit.connect() as connection:

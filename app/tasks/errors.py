@@ -6,6 +6,7 @@ class TaskError(Exception):
 
     status_code = 400
     detail = "Bad request."
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.detail)
@@ -30,3 +31,13 @@ class IdempotencyConflict(TaskError):
 class InvalidCursor(TaskError):
     status_code = 400
     detail = "The cursor is not valid; pass the next_cursor of a previous page."
+
+
+class QuotaExceeded(TaskError):
+    # 429, not 413: the request is fine, the user holds too much right now, and finishing
+    # tasks and the audio retention free it; Retry-After says when to try again.
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_seconds)}

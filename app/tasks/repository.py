@@ -8,12 +8,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, LargeBinary, Select, String, bindparam, delete, literal, select
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    LargeBinary,
+    Select,
+    String,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
+from app.db.history import EVENTS_CHANNEL, recorded
 from app.db.models import Task, TaskAudio
+from app.db.status import TERMINAL_SQL
 
 # The columns of the two lists, in the order of their responses' fields: the API writes
 # the rows out as they come (app/api/listing.py). UUIDs are read as text, the form the
@@ -92,8 +109,21 @@ def _insert_task_with_upload() -> Select[Task]:
         )
         .cte("new_audio")
     )
-    return select(aliased(Task, new_task)).add_cte(new_audio)
+    # The user's lock is taken in this statement and held to the commit, so the caps'
+    # check (`record_created_within_caps`), a statement of its own and thus with a later
+    # snapshot, counts every task of the user committed before; costs no round trip.
+    lock = func.pg_advisory_xact_lock(
+        USER_LOCK_CLASS, func.hashtext(cast(new_task.c.user_id, Text))
+    )
+    return select(aliased(Task, new_task), lock).add_cte(new_audio)
 
+
+# The per-user lock that serialises a user's creations and erasure: the two-key form
+# (PostgreSQL's objsubid 2), which the claim's reading of owner locks (objsubid 1) ignores.
+USER_LOCK_CLASS = 0x5553_4552
+_LOCK_USER = text(
+    "SELECT pg_advisory_xact_lock(:lock_class, hashtext(CAST(CAST(:user_id AS uuid) AS text)))"
+)
 
 _INSERT_TASK_WITH_UPLOAD = _insert_task_with_upload()
 
@@ -124,7 +154,77 @@ async def insert_task(
         "new_content_type": upload.content_type,
         "new_size": len(upload.content),
     }
-    return (await session.scalars(_INSERT_TASK_WITH_UPLOAD, parameters)).one_or_none()
+    row = (await session.execute(_INSERT_TASK_WITH_UPLOAD, parameters)).one_or_none()
+    return None if row is None else row[0]
+
+
+# The `created` event, recorded only while the user is within the caps, the new task and
+# its upload counted. The statement starts after `insert_task` took the user's lock, so
+# two creations of one user never both pass a cap (see `_insert_task_with_upload`).
+_RECORD_CREATED_WITHIN_CAPS = recorded(
+    update(Task).where(
+        Task.id == bindparam("task_id"),
+        text(
+            f"""
+            (SELECT count(*) FROM tasks mine
+             WHERE mine.user_id = tasks.user_id AND mine.status NOT IN {TERMINAL_SQL})
+                <= :max_unfinished
+            AND (SELECT coalesce(sum(audio.size), 0) FROM tasks mine
+                 JOIN task_audio audio ON audio.task_id = mine.id
+                 WHERE mine.user_id = tasks.user_id) <= :max_audio_bytes
+            """
+        ).bindparams(
+            bindparam("max_unfinished", type_=BigInteger),
+            bindparam("max_audio_bytes", type_=BigInteger),
+        ),
+    ),
+)
+
+
+async def record_created_within_caps(
+    session: AsyncSession, task_id: uuid.UUID, *, max_unfinished: int, max_audio_bytes: int
+) -> bool:
+    """Record the new task's `created` event; False (nothing written) when over a cap."""
+    seq = await session.scalar(
+        _RECORD_CREATED_WITHIN_CAPS,
+        {"task_id": task_id, "max_unfinished": max_unfinished, "max_audio_bytes": max_audio_bytes},
+    )
+    return seq is not None
+
+
+@dataclass(frozen=True)
+class UserUsage:
+    unfinished: int
+    audio_bytes: int
+    # When the earliest audio of a finished task of the user ends, by `retention_hours`.
+    audio_frees_in_seconds: float | None
+
+
+async def user_usage(
+    session: AsyncSession, user_id: uuid.UUID, *, retention_hours: float
+) -> UserUsage:
+    """What the user holds against the caps (read only when a creation was refused)."""
+    row = (
+        await session.execute(
+            text(
+                f"""
+                SELECT
+                    (SELECT count(*) FROM tasks
+                     WHERE user_id = :user_id AND status NOT IN {TERMINAL_SQL}),
+                    (SELECT coalesce(sum(a.size), 0) FROM tasks t
+                     JOIN task_audio a ON a.task_id = t.id WHERE t.user_id = :user_id),
+                    (SELECT EXTRACT(EPOCH FROM min(coalesce(t.completed_at, t.updated_at))
+                                    + make_interval(secs => :retention) - now())
+                     FROM tasks t
+                     WHERE t.user_id = :user_id AND t.status IN {TERMINAL_SQL}
+                       AND EXISTS (SELECT 1 FROM task_audio a WHERE a.task_id = t.id))
+                """
+            ),
+            {"user_id": user_id, "retention": retention_hours * 3600},
+        )
+    ).one()
+    frees = None if row[2] is None else float(row[2])
+    return UserUsage(unfinished=int(row[0]), audio_bytes=int(row[1]), audio_frees_in_seconds=frees)
 
 
 async def find_by_idempotency_key(
@@ -184,6 +284,28 @@ async def list_user_tasks(
         return result.cursor.fetchall()
     finally:
         result.close()
+
+
+async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Take the user's lock (see `USER_LOCK_CLASS`) until the transaction ends."""
+    await session.execute(_LOCK_USER, {"lock_class": USER_LOCK_CLASS, "user_id": user_id})
+
+
+# Every task of the user goes, and with it (ON DELETE CASCADE) its audio, history and
+# webhook deliveries with their attempts; each deleted task's followers are told (sequence
+# number 0) at commit. The user's queue entry goes too: no row keeps the user id.
+_ERASE_USER = text(
+    f"""
+    WITH gone AS (DELETE FROM tasks WHERE user_id = :user_id RETURNING id),
+    queue AS (DELETE FROM queue_users WHERE user_id = :user_id)
+    SELECT gone.id, pg_notify('{EVENTS_CHANNEL}', gone.id::text || '\\:0') FROM gone
+    """
+)
+
+
+async def erase_user_tasks(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Delete everything stored for the user; the number of tasks deleted."""
+    return len((await session.execute(_ERASE_USER, {"user_id": user_id})).all())
 
 
 async def delete_user_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from app.db.history import EventRecord, append_event, list_events, notify_delete
 from app.db.models import Task
 from app.db.status import TaskStatus
 from app.tasks import repository
-from app.tasks.errors import IdempotencyConflict, InvalidCursor, TaskNotFound
+from app.tasks.errors import IdempotencyConflict, InvalidCursor, QuotaExceeded, TaskNotFound
 from app.tasks.report import StageTiming, stage_timings
 from app.tasks.repository import PageCursor, Recording
 
@@ -50,6 +51,19 @@ class NewTask:
 
 
 @dataclass(frozen=True)
+class UserCaps:
+    """What one user may hold: unfinished tasks, and stored audio bytes."""
+
+    max_unfinished: int
+    max_audio_bytes: int
+    audio_retention_hours: float  # when the audio of finished tasks is freed
+
+
+# Tasks take seconds to minutes through the pipeline: a slot frees well within this.
+UNFINISHED_RETRY_AFTER_SECONDS = 30
+
+
+@dataclass(frozen=True)
 class CreatedTask:
     task: Task
     replayed: bool  # True when an Idempotency-Key repeat returned the first task
@@ -62,9 +76,17 @@ class TaskPage:
 
 
 async def create_task(
-    session: AsyncSession, new: NewTask, *, idempotency_key: str | None = None
+    session: AsyncSession,
+    new: NewTask,
+    *,
+    idempotency_key: str | None = None,
+    caps: UserCaps | None = None,
 ) -> CreatedTask:
-    """Store the task, its audio and its `created` event in the current transaction."""
+    """Store the task, its audio and its `created` event in the current transaction.
+
+    Over one of `caps` (the new task counted) it raises `QuotaExceeded`, and the caller's
+    rollback removes the insert: nothing stays, no event is sent.
+    """
     fingerprint = new.fingerprint() if idempotency_key else None
     if idempotency_key:
         existing = await repository.find_by_idempotency_key(session, new.user_id, idempotency_key)
@@ -87,8 +109,38 @@ async def create_task(
         if existing is None:  # pragma: no cover - the winner rolled back; let the client retry
             raise IdempotencyConflict("A request with this Idempotency-Key is in progress.")
         return _replay(existing, fingerprint)
-    await append_event(session, task.id, EventRecord(kind="status", status=TaskStatus.CREATED))
+    if caps is None:
+        await append_event(session, task.id, EventRecord(kind="status", status=TaskStatus.CREATED))
+    elif not await repository.record_created_within_caps(
+        session,
+        task.id,
+        max_unfinished=caps.max_unfinished,
+        max_audio_bytes=caps.max_audio_bytes,
+    ):
+        raise await _over_quota(session, new.user_id, caps)
     return CreatedTask(task=task, replayed=False)
+
+
+async def _over_quota(session: AsyncSession, user_id: uuid.UUID, caps: UserCaps) -> QuotaExceeded:
+    """Which cap the creation went over, and when trying again makes sense."""
+    usage = await repository.user_usage(
+        session, user_id, retention_hours=caps.audio_retention_hours
+    )
+    if usage.unfinished > caps.max_unfinished:
+        return QuotaExceeded(
+            f"This user already has {caps.max_unfinished} unfinished tasks; "
+            "retry when some have finished.",
+            retry_after_seconds=UNFINISHED_RETRY_AFTER_SECONDS,
+        )
+    frees = usage.audio_frees_in_seconds
+    if frees is None:  # all of it belongs to unfinished tasks: it goes after they end
+        frees = max(UNFINISHED_RETRY_AFTER_SECONDS, caps.audio_retention_hours * 3600)
+    return QuotaExceeded(
+        f"This user's stored audio is over the quota of "
+        f"{caps.max_audio_bytes / (1024 * 1024):g} MB; it is freed "
+        f"{caps.audio_retention_hours:g} hours after each task ends.",
+        retry_after_seconds=max(1, math.ceil(frees)),
+    )
 
 
 def _replay(existing: Task, fingerprint: str | None) -> CreatedTask:
@@ -149,6 +201,18 @@ async def list_tasks_page(
         else None
     )
     return TaskPage(tasks=tasks, next_cursor=next_cursor)
+
+
+async def erase_user(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Delete everything stored for the user, in the caller's one transaction.
+
+    The user's lock keeps a creation of the same user from slipping in between. Erasing
+    a user with nothing stored does nothing. Workers holding a task of the user stop at
+    their next write (fenced by the lease on a row that is gone); the followers of each
+    task are told at commit.
+    """
+    await repository.lock_user(session, user_id)
+    return await repository.erase_user_tasks(session, user_id)
 
 
 async def delete_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID) -> None:
