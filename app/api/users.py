@@ -6,10 +6,11 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Response, status
 
-from app.api.deps import SessionDep, trusted_client
+from app.api.deps import SessionDep
 from app.api.schemas import ErrorResponse
+from app.api.upload_route import LegacyRoute
 from app.tasks import service
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,9 @@ log = logging.getLogger(__name__)
 UNTRUSTED: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The caller is not in MANAGER_TRUSTED_CLIENTS."}
 }
-# The user id is in the path, so only the gateway may call this (like the legacy routes).
-router = APIRouter(tags=["operations"], dependencies=[Depends(trusted_client)], responses=UNTRUSTED)
+# The user id is in the path, so only the gateway may call this, judged like the legacy
+# routes before anything else.
+router = APIRouter(tags=["operations"], route_class=LegacyRoute, responses=UNTRUSTED)
 
 
 @router.delete(

@@ -154,6 +154,7 @@ def test_two_webhook_secrets_and_allowed_hosts_are_read(monkeypatch: pytest.Monk
 
 
 def test_allowed_hosts_take_an_optional_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    develop(monkeypatch)
     monkeypatch.setenv("MANAGER_WEBHOOK_ALLOWED_HOSTS", "lms-bridge:8443, [fd00::7]:80, fd00::8")
     assert load_settings().webhook_allowed_hosts == ["lms-bridge:8443", "[fd00::7]:80", "fd00::8"]
 
