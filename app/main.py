@@ -15,7 +15,7 @@ from sqlalchemy import URL
 from app.api import health, legacy, operations, resources, streams, users
 from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
-from app.api.openapi import install_openapi
+from app.api.openapi import install_docs, install_openapi
 from app.api.request_observer import RequestObserver
 from app.api.trust import install_forwarded_headers, trust_warning
 from app.config import STAGES, Settings, StageName, load_settings
@@ -199,6 +199,8 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "GPL-3.0-only", "identifier": "GPL-3.0-only"},
+        docs_url=None,  # install_docs serves both pages without a CDN
+        redoc_url=None,
     )
     # Innermost: the client's address is settled before any route judges it.
     install_forwarded_headers(app, settings)
@@ -213,6 +215,7 @@ def create_app(
     app.add_middleware(RequestObserver, metrics=metrics)
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(operations.router)
     app.include_router(users.router)
