@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     webhook_concurrency: int = Field(default=8, ge=0, description="0 sends nothing here.")
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Fairness between receivers (docs/webhooks.md, "Fairness"): one host's share of this
+    # process's slots, its circuit breaker, and a cap on one user's pending deliveries.
+    webhook_concurrency_per_host: int = Field(default=2, ge=1)
+    webhook_breaker_failures: int = Field(default=5, ge=1)
+    webhook_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    webhook_breaker_max_cooldown_seconds: float = Field(default=600.0, gt=0)
+    webhook_max_pending_per_user: int = Field(default=100, ge=0, description="0: no cap.")
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod
