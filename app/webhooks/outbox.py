@@ -254,7 +254,10 @@ async def seconds_until_next_due(
 async def store_limits(connection: AsyncConnection, *, max_pending_per_user: int) -> None:
     """The limits the outbox trigger applies (0: no cap on a user's pending deliveries)."""
     await connection.execute(
-        text("UPDATE webhook_limits SET max_pending_per_user = :cap"),
+        text(
+            "INSERT INTO webhook_limits (id, max_pending_per_user) VALUES (true, :cap) "
+            "ON CONFLICT (id) DO UPDATE SET max_pending_per_user = excluded.max_pending_per_user"
+        ),
         {"cap": max_pending_per_user or None},
     )
 
