@@ -104,7 +104,7 @@ async def fairness_run(
         batches = max(1, int(args.seconds))
         per_batch = max(1, args.healthy // batches)
         healthy_ids: list[uuid.UUID] = []
-        for number in range(batches):
+        for _ in range(batches):
             owners = [uuid.uuid4() for _ in range(per_batch)]
             healthy_ids += await end_tasks(connection, owners, healthy.url)
             await asyncio.sleep(args.seconds / batches)  # the healthy traffic's pace

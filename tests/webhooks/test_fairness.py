@@ -94,7 +94,7 @@ async def nothing_leased(engine: AsyncEngine, callback_url: str) -> bool:
             ),
             {"u": callback_url},
         )
-    return leased == 0
+    return bool(leased == 0)
 
 
 @pytest.mark.slow
