@@ -175,8 +175,10 @@ DELIVERY_STATES = ("pending", "delivered", "disabled", "expired", "refused", "dr
 class WebhookDelivery(Base):
     """One completion webhook to send: the outbox row, and the job of the delivery workers.
 
-    Written by a trigger on `tasks` (migration 0003) in the transaction that makes the
-    task terminal, never by the pipeline's code. `id` is the `webhook-id` of every attempt;
+    Written by a trigger on `tasks` (migrations 0003, 0004) in the transaction that makes
+    the task terminal, never by the pipeline's code; `dropped` when the user already had
+    the cap of pending deliveries (`webhook_limits`), and then `finished_at` is set once
+    a sending process has logged and counted it. `id` is the `webhook-id` of every attempt;
     `payload` is built once, at the first claim, so every attempt sends the same bytes.
     """
 
