@@ -2,7 +2,8 @@
 # ILPS task manager: production image (no dev, embedded-database or sandbox packages).
 #
 #   docker build -t ilps-service-task-manager .
-#   docker run --env-file .env -p 8064:8064 ilps-service-task-manager
+#   docker run --env-file .env -p 127.0.0.1:8064:8064 --read-only --tmpfs /tmp \
+#       --cap-drop ALL --security-opt no-new-privileges ilps-service-task-manager
 #
 # Build arguments, all optional (the defaults build from the public images and index):
 #   BASE_IMAGE               any Debian-like image with python3 (>= 3.11) and python3-venv;
@@ -101,9 +102,10 @@ COPY app ./app
 RUN python -m compileall -q app migrations
 USER 10001:10001
 EXPOSE 8064
-# The command and timings of the ILPS compose file, so `docker run` alone behaves alike.
+# The timings of the ILPS compose file, so `docker run` alone behaves alike; the port is
+# the one the service listens on (MANAGER_PORT, 8064 unless the deployment changes it).
 HEALTHCHECK --interval=10s --timeout=5s --retries=10 \
-    CMD ["curl", "-f", "http://localhost:8064/health"]
+    CMD ["sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${MANAGER_PORT:-8064}/health\" || exit 1"]
 # uvicorn stops on SIGTERM: streams end, workers finish their stage within
 # MANAGER_SHUTDOWN_GRACE_SECONDS and hand unfinished tasks back.
 STOPSIGNAL SIGTERM

@@ -28,7 +28,7 @@ def main() -> int:
     except ConfigurationError as error:
         print(f"ilps-task-manager: {error}", file=sys.stderr)
         return 2
-    # An embedded server (debug mode, no host) is started and migrated by the lifespan.
+    # An embedded server (asked for, no host) is started and migrated by the lifespan.
     head = (
         None
         if settings.uses_embedded_database

@@ -15,6 +15,9 @@ through the containerised task manager as the ILPS gateway and mobile app would.
                                 every original task answers as the upgrade promises
     python .ci/docker_smoke.py handed-back STATE_FILE TASKS_FILE NEW_TASK_ID
                                 after the downgrade: the original's exact schema, every task
+    python .ci/docker_smoke.py service-role STATE_FILE
+                                the running service's connections use a role without
+                                superuser rights (no SUPERUSER, CREATEDB, CREATEROLE)
 
 Runs in the project's virtualenv (`.venv/bin/python`), which has the dev and sandbox
 groups: the speech comes from espeak-ng, as in the test suite.
@@ -147,7 +150,8 @@ def db_up(state_file: Path) -> None:
     asyncio.run(
         _admin(
             state["host"], state["port"],
-            f'CREATE ROLE "{name}" LOGIN', f'CREATE DATABASE "{name}" OWNER "{name}"',
+            f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION',
+            f'CREATE DATABASE "{name}" OWNER "{name}"',
         )
     )  # fmt: skip
     print(f"MANAGER_DB_POSTGRES_PORT={state['port']}")
@@ -183,6 +187,41 @@ def db_down(state_file: Path) -> None:
         )  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
     state_file.unlink()
+
+
+SERVICE_NAME = "ilps-service-task-manager"  # PostgreSQL's application_name for the service
+
+
+async def _service_roles(host: str, port: int, databases: list[str]) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+    try:
+        roles: list[asyncpg.Record] = await connection.fetch(
+            "SELECT DISTINCT r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, "
+            "r.rolreplication FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid "
+            "WHERE a.application_name = $1 AND a.datname = ANY($2::text[])",
+            SERVICE_NAME,
+            databases,
+        )
+    finally:
+        await connection.close()
+    return roles
+
+
+def service_role(state_file: Path) -> None:
+    """The containerised service connects with a least-privilege role, never a superuser."""
+    state = json.loads(state_file.read_text())
+    # This smoke's databases only: the server may be shared with other services.
+    databases = [state["name"], *_extras(state)]
+    roles = asyncio.run(_service_roles(state["host"], state["port"], databases))
+    if not roles:
+        raise SystemExit(f"no connection of {SERVICE_NAME} found in pg_stat_activity")
+    for role in roles:
+        rights = [name for name in ("rolsuper", "rolcreatedb", "rolcreaterole",
+                                    "rolreplication") if role[name]]  # fmt: skip
+        if rights:
+            raise SystemExit(f"the service's role {role['rolname']} has {', '.join(rights)}")
+    say(f"the service connects as {', '.join(role['rolname'] for role in roles)}: no "
+        "SUPERUSER, CREATEDB, CREATEROLE or REPLICATION")  # fmt: skip
 
 
 # --- a task through the pipeline ----------------------------------------------------
@@ -514,6 +553,7 @@ def main() -> None:
     handed_back.add_argument("state_file", type=Path)
     handed_back.add_argument("tasks_file", type=Path)
     handed_back.add_argument("new_task_id", type=uuid.UUID)
+    commands.add_parser("service-role").add_argument("state_file", type=Path)
     args = parser.parse_args()
     if args.command == "pip-source":
         pip_source()
@@ -529,6 +569,8 @@ def main() -> None:
         original_up(args.state_file, args.tasks_file)
     elif args.command == "migrated":
         check_migrated(args.base_url, load_tasks(args.tasks_file))
+    elif args.command == "service-role":
+        service_role(args.state_file)
     elif args.command == "handed-back":
         check_handed_back(args.state_file, load_tasks(args.tasks_file), args.new_task_id)
     else:

@@ -74,7 +74,12 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    debug_mode: bool = True
+    # Debug logs and text log lines; never fake scores or an embedded database by itself.
+    debug_mode: bool = False
+    # Development opt-ins: a stage without a host is served by the in-process sandbox
+    # (made-up assessments), and no database host starts an embedded PostgreSQL.
+    sandbox_services: bool = False
+    db_embedded: bool = False
     service_name: str = "ilps-service-task-manager"
     host: str = "0.0.0.0"
     port: int = Field(default=8064, ge=1, le=65535)
@@ -173,10 +178,12 @@ class Settings(BaseSettings):
         return any(address in network for network in self.trusted_clients)
 
     # Completion webhooks (see app/webhooks and docs/webhooks.md). One secret, or two
-    # separated by a space while rotating: both sign every delivery.
+    # separated by a space while rotating: both sign every delivery. Never handed out:
+    # each receiver verifies with its own, derived (python -m app.webhooks.secrets URL).
     webhook_secret: SecretStr | None = None
-    # Hosts (names or IP literals, comma-separated) that may take `http` callbacks and
-    # resolve to private, loopback or link-local addresses: internal receivers.
+    # Hosts (names or IP literals, comma-separated, `host` for any port or `host:port`)
+    # that may take `http` callbacks and resolve to private, loopback or link-local
+    # addresses: internal receivers.
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="A whole attempt.")
     webhook_max_age_hours: float = Field(default=24.0, gt=0)
@@ -184,6 +191,10 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     webhook_concurrency: int = Field(default=8, ge=0, description="0 sends nothing here.")
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Callback DNS lookups run on threads of their own (a name server that never answers
+    # holds only these), at most this many at once for one user's task creations.
+    webhook_dns_threads: int = Field(default=4, ge=1)
+    webhook_dns_lookups_per_user: int = Field(default=2, ge=1)
     # Fairness between receivers (docs/webhooks.md, "Fairness"): one host's share of this
     # process's slots, its circuit breaker, and a cap on one user's pending deliveries.
     webhook_concurrency_per_host: int = Field(default=2, ge=1)
@@ -195,11 +206,15 @@ class Settings(BaseSettings):
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
-        """`lms-bridge, 10.0.0.7` (compared case-insensitively, without a trailing dot)."""
+        """`lms-bridge, 10.0.0.7, lms:8443` (compared case-insensitively, without a
+        trailing dot; with a port, only that port)."""
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list):
-            return [str(item).strip().lower().rstrip(".") for item in value if str(item).strip()]
+            entries = [str(item).strip().lower().rstrip(".") for item in value if str(item).strip()]
+            for entry in entries:
+                allowed_host_entry(entry)  # a malformed one stops the start, named
+            return entries
         return value
 
     # Live streams (see app/events).
@@ -215,7 +230,12 @@ class Settings(BaseSettings):
 
     @property
     def uses_embedded_database(self) -> bool:
-        return not self.db_postgres_host
+        return self.db_embedded and not self.db_postgres_host
+
+    @property
+    def serves_demo(self) -> bool:
+        """The demo page is a development tool: debug mode or the sandbox asked for."""
+        return self.debug_mode or self.sandbox_services
 
     def service(self, stage: StageName) -> DownstreamService:
         """The downstream service configuration of a pipeline stage."""
@@ -223,27 +243,29 @@ class Settings(BaseSettings):
         return service
 
     def sandboxed_stages(self) -> list[StageName]:
-        """Stages without a configured host, served by the in-process sandbox (debug only)."""
-        if not self.debug_mode:
+        """Stages without a configured host, served by the in-process sandbox (asked for only)."""
+        if not self.sandbox_services:
             return []
         return [stage for stage in STAGES if self.service(stage).host is None]
 
     def check_required(self) -> None:
         """Refuse to start when a required value is missing (see docs/configuration.md).
 
-        In debug mode a missing database host means "embedded PostgreSQL", so only the
-        production setup requires the full set.
+        Only the explicit development opt-ins stand in for a missing host: with
+        MANAGER_DB_EMBEDDED a missing database host means "embedded PostgreSQL", with
+        MANAGER_SANDBOX_SERVICES a missing service host means "the sandbox". Debug mode
+        alone never does, so a forgotten host cannot turn into made-up assessments.
         """
         missing: list[str] = []
         if not self.db_postgres_host:
-            if not self.debug_mode:
+            if not self.db_embedded:
                 missing.append("MANAGER_DB_POSTGRES_HOST")
         elif self.db_postgres_password is None:
             missing.append("MANAGER_DB_POSTGRES_PASSWORD")
         for stage in STAGES:
             service = self.service(stage)
-            # In debug mode an unconfigured stage is served by the in-process sandbox.
-            if service.host is None and self.debug_mode:
+            # Asked for: an unconfigured stage is served by the in-process sandbox.
+            if service.host is None and self.sandbox_services:
                 continue
             prefix = f"MANAGER_SERVICE_{stage.upper()}"
             if service.host is None:
@@ -320,6 +342,31 @@ def check_webhook_secrets(value: str) -> list[bytes]:
             )
         keys.append(key)
     return keys
+
+
+def allowed_host_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal → (host, port or
+    None for any port). `ValueError` for a port that is not one."""
+    entry = entry.strip().lower()
+    port: str | None = None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"not host[:port]: {entry!r}")
+            port = rest[1:]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host = entry  # a name, an IPv4 address or a bare IPv6 address
+    host = host.rstrip(".")
+    if not host:
+        raise ValueError(f"no host in {entry!r}")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"not a port in {entry!r}")
+    return host, int(port)
 
 
 def setting_names() -> frozenset[str]:

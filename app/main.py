@@ -46,10 +46,10 @@ transcription and feedback, ending in a pronunciation assessment.
 
 
 async def _database_url(settings: Settings, stack: AsyncExitStack) -> URL:
-    """The configured server, or an embedded one (debug mode, no host) migrated to head."""
+    """The configured server, or an embedded one (asked for, no host) migrated to head."""
     if not settings.uses_embedded_database:
         return configured_database_url(settings)
-    # Debug mode only: the serving process in production never loads these.
+    # Development only: the serving process in production never loads these.
     from app.db.embedded import start_embedded_postgres
     from app.db.migrations import upgrade_to_head
 
@@ -62,7 +62,7 @@ async def _database_url(settings: Settings, stack: AsyncExitStack) -> URL:
 
 
 async def _service_urls(settings: Settings, stack: AsyncExitStack) -> dict[StageName, str]:
-    """The configured audio services, or in-process sandboxes on loopback (debug, no host)."""
+    """The configured audio services, or in-process sandboxes on loopback (asked for, no host)."""
     urls: dict[StageName, str] = {}
     for stage in STAGES:
         if stage not in settings.sandboxed_stages():
@@ -76,7 +76,12 @@ async def _service_urls(settings: Settings, stack: AsyncExitStack) -> dict[Stage
                 f"MANAGER_SERVICE_{stage.upper()}_HOST or install the 'sandbox' group"
             ) from error
         urls[stage] = await stack.enter_async_context(serve_sandbox(stage))
-        log.info("%s: sandbox service on %s (debug mode, no host configured)", stage, urls[stage])
+        log.warning(
+            "%s: sandbox service on %s (MANAGER_SANDBOX_SERVICES, no host configured): "
+            "its assessments are made up",
+            stage,
+            urls[stage],
+        )
     return urls
 
 
@@ -118,7 +123,13 @@ def create_app(
             hub.start()
             stack.push_async_callback(hub.stop)
             workers.start()
-            webhook_policy = CallbackPolicy(settings.webhook_allowed_hosts, resolver)
+            webhook_policy = CallbackPolicy(
+                settings.webhook_allowed_hosts,
+                resolver,
+                dns_threads=settings.webhook_dns_threads,
+                lookups_per_user=settings.webhook_dns_lookups_per_user,
+            )
+            stack.callback(webhook_policy.close)
             webhook_client = guarded_client(
                 webhook_policy,
                 timeout=settings.webhook_timeout_seconds,
@@ -202,8 +213,8 @@ def create_app(
     # /tasks before the legacy catch-all POST /{task_id}.
     app.include_router(resources.router)
     app.include_router(streams.router)
-    if settings.debug_mode:
-        from app.demo import routes as demo  # the demo page exists in debug mode only
+    if settings.serves_demo:
+        from app.demo import routes as demo  # a development tool, never in production
 
         app.include_router(demo.router)
     app.include_router(legacy.router)

@@ -31,6 +31,8 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from app.config import check_webhook_secrets
+from app.webhooks.secrets import receiver_key, secret_text
 from benchmarks.cli import add_common_arguments, description
 from benchmarks.database import BenchDatabase, bench_database, seed_tasks
 from benchmarks.proc import CpuWatch, cpu_seconds, postgres_cpu_seconds, wait_for_quiet_machine
@@ -46,7 +48,7 @@ NO_STAGES = (9, 9, 9)  # part 1 runs no pipeline: the stage services are never c
 class Receiver:
     """A minimal keep-alive HTTP/1.1 receiver that verifies each delivery."""
 
-    verifier: Webhook = field(default_factory=lambda: Webhook(SECRET))
+    verifier: Webhook | None = None  # the receiver's own secret, known once it has a port
     verified: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
     port: int = 0
@@ -59,6 +61,8 @@ class Receiver:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        [master_key] = check_webhook_secrets(SECRET)
+        self.verifier = Webhook(secret_text(receiver_key(master_key, self.url)))
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -74,6 +78,7 @@ class Receiver:
                     for name, _, value in (line.partition(":") for line in lines if line)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                assert self.verifier is not None  # set by start()
                 try:
                     self.verifier.verify(body, headers, json_parse=False)
                     self.verified[headers["webhook-id"]] += 1

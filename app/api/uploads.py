@@ -170,7 +170,7 @@ async def create_from_upload(
         # A small file is still in memory after parsing: move it to disk before it waits,
         # so that waiting uploads hold nothing outside the budget.
         spooled.rollover()
-    callback_url = await check_callback(runtime, upload.callback_url)
+    callback_url = await check_callback(runtime, upload.callback_url, user_id)
     # A file parsed into memory holds its storage share since before its first byte.
     storing: AbstractAsyncContextManager[None] = (
         nullcontext() if buffered_part(upload.file) else memory.reserve(size)
@@ -191,8 +191,11 @@ async def create_from_upload(
     return created
 
 
-async def check_callback(runtime: Runtime, url: str | None) -> str | None:
-    """The callback URL to store, or a 422 saying why it is refused (before the audio)."""
+async def check_callback(runtime: Runtime, url: str | None, user_id: uuid.UUID) -> str | None:
+    """The callback URL to store, or a 422 saying why it is refused (before the audio).
+
+    Its DNS lookups count against the user's share (a name that never answers holds
+    that user's lookups, nobody else's)."""
     if url is None:
         return None
     if not runtime.settings.webhook_keys:
@@ -202,7 +205,7 @@ async def check_callback(runtime: Runtime, url: str | None) -> str | None:
             url,
         )
     try:
-        return await runtime.webhook_policy.check(url)
+        return await runtime.webhook_policy.check(url, user_id)
     except CallbackRefused as refused:
         raise field_error("callback_url", f"{refused}.", url) from None
 

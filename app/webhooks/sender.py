@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from app.webhooks.policy import CallbackRefused, HostNotResolved
+from app.webhooks.secrets import receiver_keys
 from app.webhooks.signing import webhook_headers
 
 RESPONSE_BYTES_READ = 4096
@@ -53,7 +54,8 @@ async def send_once(
     body: bytes,
     deadline: float,
 ) -> AttemptResult:
-    headers = webhook_headers(keys, message_id, int(time.time()), body)
+    """`keys` are the master keys; the attempt is signed with the receiver's own."""
+    headers = webhook_headers(receiver_keys(keys, url), message_id, int(time.time()), body)
     try:
         async with asyncio.timeout(deadline):
             async with client.stream("POST", url, content=body, headers=headers) as response:

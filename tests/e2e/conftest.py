@@ -16,12 +16,12 @@ from tests.sandbox.speech import speech_available
 
 @pytest.fixture(scope="module")
 def sandboxed_live(database_url: URL) -> Iterator[LiveService]:
-    """Debug mode with no audio service configured: all three stages are sandboxed."""
+    """The sandbox asked for, no audio service configured: all three stages are sandboxed."""
     reason = speech_available()
     if reason is not None:
         pytest.skip(reason)
     no_hosts: dict[str, object] = {f"service_{stage}": {} for stage in STAGES}
-    settings: Settings = make_settings(worker_concurrency=2, **no_hosts)
+    settings: Settings = make_settings(worker_concurrency=2, sandbox_services=True, **no_hosts)
     assert settings.sandboxed_stages() == list(STAGES)
     app = create_app(settings, database_url=database_url)
     with live_server(app) as base_url:

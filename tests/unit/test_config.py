@@ -23,9 +23,16 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no developer .env
 
 
+def develop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The development opt-ins, so settings load without any host."""
+    monkeypatch.setenv("MANAGER_SANDBOX_SERVICES", "true")
+    monkeypatch.setenv("MANAGER_DB_EMBEDDED", "true")
+
+
 def test_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    develop(monkeypatch)
     settings = load_settings()
-    assert settings.debug_mode is True
+    assert settings.debug_mode is False
     assert settings.service_name == "ilps-service-task-manager"
     assert settings.db_postgres_user == "service_task_manager"
     assert settings.db_postgres_name == "tasks"
@@ -36,6 +43,7 @@ def test_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_service_variables_are_read_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    develop(monkeypatch)
     monkeypatch.setenv("MANAGER_SERVICE_TRANSCRIBING_HOST", "asr")
     monkeypatch.setenv("MANAGER_SERVICE_TRANSCRIBING_PORT", "8066")
     monkeypatch.setenv("MANAGER_SERVICE_TRANSCRIBING_PROTOCOL", "https")
@@ -48,7 +56,8 @@ def test_service_variables_are_read_per_stage(monkeypatch: pytest.MonkeyPatch) -
     assert settings.service("feedback").host is None
 
 
-def test_env_file_is_read(tmp_path: Path) -> None:
+def test_env_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    develop(monkeypatch)
     (tmp_path / ".env").write_text(
         "MANAGER_SERVICE_NAME=from-dotenv\nMANAGER_DB_POSTGRES_PORT=6543\n"
     )
@@ -57,8 +66,7 @@ def test_env_file_is_read(tmp_path: Path) -> None:
     assert settings.db_postgres_port == 6543
 
 
-def test_production_mode_names_every_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MANAGER_DEBUG_MODE", "False")
+def test_without_opt_ins_every_missing_variable_is_named() -> None:
     with pytest.raises(ConfigurationError) as error:
         load_settings()
     message = str(error.value)
@@ -102,6 +110,7 @@ def test_start_py_exits_with_one_line_and_no_traceback(tmp_path: Path) -> None:
 
 
 def test_a_backoff_base_above_its_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    develop(monkeypatch)
     monkeypatch.setenv("MANAGER_PIPELINE_BACKOFF_BASE_SECONDS", "90")
     monkeypatch.setenv("MANAGER_PIPELINE_BACKOFF_MAX_SECONDS", "60")
     with pytest.raises(ConfigurationError) as error:
@@ -133,6 +142,7 @@ def test_a_malformed_webhook_secret_is_refused_in_one_line(
 
 
 def test_two_webhook_secrets_and_allowed_hosts_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    develop(monkeypatch)
     monkeypatch.setenv(
         "MANAGER_WEBHOOK_SECRET",
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24h",
@@ -141,3 +151,15 @@ def test_two_webhook_secrets_and_allowed_hosts_are_read(monkeypatch: pytest.Monk
     settings = load_settings()
     assert [len(key) for key in settings.webhook_keys] == [24, 27]
     assert settings.webhook_allowed_hosts == ["lms-bridge", "10.0.0.7"]
+
+
+def test_allowed_hosts_take_an_optional_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANAGER_WEBHOOK_ALLOWED_HOSTS", "lms-bridge:8443, [fd00::7]:80, fd00::8")
+    assert load_settings().webhook_allowed_hosts == ["lms-bridge:8443", "[fd00::7]:80", "fd00::8"]
+
+
+@pytest.mark.parametrize("entry", ["lms-bridge:", "lms-bridge:http", "lms-bridge:70000"])
+def test_a_malformed_allowed_host_is_named(monkeypatch: pytest.MonkeyPatch, entry: str) -> None:
+    monkeypatch.setenv("MANAGER_WEBHOOK_ALLOWED_HOSTS", f"10.0.0.7, {entry}")
+    with pytest.raises(ConfigurationError, match="MANAGER_WEBHOOK_ALLOWED_HOSTS"):
+        load_settings()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings, load_settings
+from app.config import ConfigurationError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "deploy" / "ilps" / "shared.env.example"
@@ -123,9 +123,19 @@ def test_ilps_production_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.logs_as_json
 
 
-def test_development_without_hosts_still_means_embedded_and_sandbox(tmp_path: Path) -> None:
-    """The zero-setup run (no hosts) is unchanged by the foreign variables."""
+def test_debug_mode_without_hosts_is_refused(tmp_path: Path) -> None:
+    """Debug mode alone never stands in for a host: no made-up assessments by mistake."""
     write_dotenv(tmp_path, {**FOREIGN, "MANAGER_DEBUG_MODE": "True"})
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    assert "MANAGER_DB_POSTGRES_HOST" in str(error.value)
+    assert "MANAGER_SERVICE_FEEDBACK_HOST" in str(error.value)
+
+
+def test_development_opt_ins_without_hosts_mean_embedded_and_sandbox(tmp_path: Path) -> None:
+    """The zero-setup run (no hosts, opt-ins given) is unchanged by the foreign variables."""
+    opt_ins = {"MANAGER_SANDBOX_SERVICES": "True", "MANAGER_DB_EMBEDDED": "True"}
+    write_dotenv(tmp_path, {**FOREIGN, "MANAGER_DEBUG_MODE": "True", **opt_ins})
     settings = load_settings()
     assert settings.uses_embedded_database
     assert settings.sandboxed_stages() == ["preprocessing", "transcribing", "feedback"]
@@ -156,6 +166,8 @@ def test_a_foreign_name_that_extends_a_setting_is_not_read_into_it(
     # "_" nests: MANAGER_SERVICE_FEEDBACK_HOST_ALIAS once became feedback.host = {"alias": ...}.
     monkeypatch.setenv("MANAGER_SERVICE_FEEDBACK_HOST_ALIAS", "fb")
     monkeypatch.setenv("MANAGER_DB_POSTGRES_HOST_IP", "10.0.0.1")
+    monkeypatch.setenv("MANAGER_SANDBOX_SERVICES", "true")
+    monkeypatch.setenv("MANAGER_DB_EMBEDDED", "true")
     settings = load_settings()
     assert settings.service("feedback").host is None
     assert settings.uses_embedded_database

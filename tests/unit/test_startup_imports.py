@@ -1,5 +1,6 @@
-"""The serving process in production mode loads only what serving uses: no sandbox, no
-demo, no embedded PostgreSQL, and no Alembic (start.py loads it only to migrate)."""
+"""The serving process in production mode (the default: no MANAGER_DEBUG_MODE and no
+development opt-in) loads only what serving uses: no sandbox, no demo, no embedded
+PostgreSQL, and no Alembic (start.py loads it only to migrate)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import start
 from app.config import load_settings
 settings = load_settings()
 assert not settings.debug_mode and not settings.uses_embedded_database
+assert not settings.sandboxed_stages() and not settings.serves_demo
 start.create_app(settings)
 print("\\n".join(sorted(sys.modules)))
 """
@@ -28,7 +30,6 @@ def _production_environment() -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MANAGER_")}
     environment.update(
         {
-            "MANAGER_DEBUG_MODE": "false",
             "MANAGER_DB_POSTGRES_HOST": "127.0.0.1",
             "MANAGER_DB_POSTGRES_PASSWORD": "unused",
         }

@@ -25,11 +25,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.config import check_webhook_secrets
+from app.webhooks.secrets import receiver_key, secret_text
 from tests.fakes import unused_port
 from tests.waiting import eventually_sync
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes of base64
 OTHER_SECRET = "whsec_" + "c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24h"
+
+
+def derived_secret(master_secret: str, url: str) -> str:
+    """The `whsec_` secret the operator's command line prints for `url`'s origin."""
+    [master_key] = check_webhook_secrets(master_secret)
+    return secret_text(receiver_key(master_key, url))
 
 
 @dataclass
@@ -48,8 +56,11 @@ class Receiver:
     """Script entries: an int status, "hang", "trickle", "huge", "redirect"."""
 
     def __init__(self, secret: str = SECRET) -> None:
+        """`secret` is the service's master secret; the receiver verifies with its own,
+        derived for its origin, as the operator would hand it over."""
         self.port = unused_port()
-        self.verifier = Webhook(secret)
+        self.secret = derived_secret(secret, self.url)
+        self.verifier = Webhook(self.secret)
         self.script: deque[int | str] = deque()
         self.per_id_failures = 0  # answer 500 to the first N attempts of every id
         self.latency = 0.0

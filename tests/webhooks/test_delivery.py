@@ -28,7 +28,13 @@ from tests.webhooks.conftest import (
     wait_states,
     webhook_settings,
 )
-from tests.webhooks.receiver import OTHER_SECRET, SECRET, Receiver
+from tests.webhooks.receiver import (
+    OTHER_SECRET,
+    SECRET,
+    Receiver,
+    derived_secret,
+    running_receiver,
+)
 
 
 async def test_a_task_run_by_the_pipeline_is_delivered_as_its_detail_shows_it(
@@ -151,7 +157,7 @@ async def test_a_tampered_body_fails_the_reference_verifier(
         "webhook-timestamp": delivery.timestamp,
         "webhook-signature": delivery.signature,
     }
-    verifier = Webhook(SECRET)
+    verifier = Webhook(receiver.secret)
     assert verifier.verify(delivery.body, headers)["data"]["id"] == task_id
 
     tampered = delivery.body.replace(b'"completed"', b'"failed"', 1)
@@ -162,6 +168,31 @@ async def test_a_tampered_body_fails_the_reference_verifier(
         verifier.verify(delivery.body, {**headers, "webhook-id": str(uuid.uuid4())})
     with pytest.raises(WebhookVerificationError):
         Webhook(OTHER_SECRET).verify(delivery.body, headers)
+    with pytest.raises(WebhookVerificationError):  # the master secret signs nothing itself
+        Webhook(SECRET).verify(delivery.body, headers)
+
+
+async def test_no_receiver_can_verify_or_forge_another_receivers_deliveries(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Each receiver (origin) has a secret of its own: A's secret verifies A's delivery and
+    fails on B's, so A, holding only its own, cannot sign anything B would accept."""
+    with running_receiver() as first, running_receiver() as second:
+        user_id = uuid.uuid4()
+        ids = [await create_task(client, user_id, r.url) for r in (first, second)]
+        await finish(engine, ids)
+        await wait_states(engine, 2)
+    assert first.secret != second.secret
+    for own, other in ((first, second), (second, first)):
+        [delivery] = own.accepted()
+        headers = {
+            "webhook-id": delivery.webhook_id,
+            "webhook-timestamp": delivery.timestamp,
+            "webhook-signature": delivery.signature,
+        }
+        assert Webhook(own.secret).verify(delivery.body, headers)["data"]["callback_url"] == own.url
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other.secret).verify(delivery.body, headers)
 
 
 async def test_while_rotating_both_secrets_sign(
@@ -185,6 +216,14 @@ async def test_while_rotating_both_secrets_sign(
     for receiver in (old, new):
         [delivery] = receiver.accepted()
         assert len(delivery.signature.split(" ")) == 2
+        # The receiver's secrets derived from either master secret verify it.
+        headers = {
+            "webhook-id": delivery.webhook_id,
+            "webhook-timestamp": delivery.timestamp,
+            "webhook-signature": delivery.signature,
+        }
+        for master in (SECRET, OTHER_SECRET):
+            assert Webhook(derived_secret(master, receiver.url)).verify(delivery.body, headers)
 
 
 async def test_hostile_receivers_cost_one_deadline_each_and_block_nobody(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, ip_address
@@ -36,6 +37,8 @@ class FakeDns:
             "hooks.example.org": [PUBLIC],
             "internal.example.org": [ip_address("10.1.2.3")],
             "mixed.example.org": [PUBLIC, ip_address("192.168.0.9")],
+            "sixtofour.example.org": [ip_address("2002:a00:1::1")],
+            "nat64.example.org": [ip_address("64:ff9b::5db8:d70e")],
         }
         self.asked: list[str] = []
 
@@ -57,6 +60,19 @@ class FakeDns:
         "https://[::ffff:127.0.0.1]/hook",
         "https://0.0.0.0/hook",
         "https://224.0.0.1/hook",
+        "https://[2002:a9fe:a9fe::1]/hook",  # 6to4 around 169.254.169.254
+        "https://[2002:7f00:1::]/hook",  # 6to4 around 127.0.0.1
+        "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",  # Teredo
+        "https://[2001:0:4136:e378:8000:63bf:5601:5601]/hook",  # Teredo, client 169.254.169.254
+        "https://[fec0::1]/hook",  # site-local
+        "https://100.64.0.1/hook",  # shared address space (CGNAT)
+        "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
+        "https://[64:ff9b::a00:1]/hook",  # NAT64 of 10.0.0.1
+        "https://[64:ff9b:1::a00:1]/hook",  # local-use NAT64
+        "https://[::ffff:a9fe:a9fe]/hook",  # IPv4-mapped 169.254.169.254
+        "https://[::a9fe:a9fe]/hook",  # IPv4-compatible 169.254.169.254
+        "https://[::5db8:d70e]/hook",  # IPv4-compatible, deprecated even when public
+        "https://sixtofour.example.org/hook",  # a name resolving to 6to4 of 10.0.0.1
         "https://unknown.example.org/hook",
         "http://hooks.example.org/hook",  # http on a host nobody allowed
         "https://user:secret@hooks.example.org/hook",
@@ -92,6 +108,37 @@ async def test_allowed_urls() -> None:
     assert await policy.check("http://internal.example.org:8080/h")
     assert await policy.check("http://127.0.0.1:9/h")
     assert await policy.check("https://INTERNAL.example.org./h")
+    # Addresses that only carry a public IPv4 address are as public as it is.
+    assert await policy.check("https://nat64.example.org/h")  # DNS64 on an IPv6-only network
+    assert await policy.check("https://[2002:5db8:d70e::1]/h")  # 6to4 of 93.184.215.14
+    assert await policy.check("https://[::ffff:5db8:d70e]/h")
+    # Teredo with a public server and client (93.184.215.14, obfuscated).
+    assert await policy.check("https://[2001:0:4136:e378:8000:63bf:a247:28f1]/h")
+
+
+async def test_an_allowed_host_with_a_port_allows_that_port_only() -> None:
+    policy = CallbackPolicy(["internal.example.org:8443", "10.0.0.7", "[::1]:9000"], FakeDns())
+    assert await policy.check("https://internal.example.org:8443/h")
+    assert await policy.check("http://internal.example.org:8443/h")
+    for url in (
+        "https://internal.example.org/h",  # 443
+        "http://internal.example.org:8080/h",
+        "https://[::1]:9001/h",
+    ):
+        with pytest.raises(CallbackRefused):
+            await policy.check(url)
+    assert await policy.check("http://10.0.0.7:1234/h")  # no port named: any port
+    assert await policy.check("http://[::1]:9000/h")
+    # The send-time check of the transport judges the same host and port.
+    assert await policy.addresses("internal.example.org", 8443)
+    with pytest.raises(CallbackRefused):
+        await policy.addresses("internal.example.org", 443)
+
+
+@pytest.mark.parametrize("entry", ["host:", "host:http", "host:70000", "[::1]x", ":80"])
+def test_a_malformed_allowed_host_is_refused(entry: str) -> None:
+    with pytest.raises(ValueError, match=r"port|host"):
+        CallbackPolicy([entry], FakeDns())
 
 
 async def test_creation_refuses_with_a_422_naming_the_field(
@@ -110,16 +157,22 @@ async def test_creation_refuses_with_a_422_naming_the_field(
         assert error["loc"] == ["body", "callback_url"]
 
 
-async def test_a_name_resolving_to_10_x_is_refused_at_creation(
-    database_url: URL, clean_database: None
+async def test_a_name_resolving_to_10_x_is_refused_at_creation_without_naming_the_address(
+    database_url: URL, clean_database: None, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The answer names the rule; the address (internal DNS) is for the operator's log."""
     app = create_app(webhook_settings(), database_url=database_url, resolver=FakeDns())
-    async with serve(app) as client:
-        response = await create_with_callback(
-            client, uuid.uuid4(), "https://internal.example.org/hook"
-        )
+    with caplog.at_level(logging.INFO, logger="app.webhooks.policy"):
+        async with serve(app) as client:
+            response = await create_with_callback(
+                client, uuid.uuid4(), "https://internal.example.org/hook"
+            )
     assert response.status_code == 422
-    assert "non-public address (10.1.2.3)" in response.json()["detail"][0]["msg"]
+    assert response.json()["detail"][0]["msg"] == (
+        "the callback host internal.example.org resolves to a non-public address."
+    )
+    assert "10.1.2.3" not in response.text
+    assert any("10.1.2.3" in record.getMessage() for record in caplog.records)
 
 
 async def test_without_a_secret_a_callback_is_refused(
@@ -182,7 +235,10 @@ async def test_the_metadata_address_is_refused_at_send_time_too(
     assert row["state"] == "refused"
     [attempt] = listed.json()[0]["attempts"]
     assert attempt["outcome"] == "refused"
-    assert "169.254.169.254" in attempt["detail"]
+    assert attempt["detail"] == (
+        "the callback host hooks.example.org resolves to a non-public address"
+    )
+    assert "169.254.169.254" not in listed.text
 
 
 async def test_a_host_that_stops_resolving_is_retried_not_refused(
