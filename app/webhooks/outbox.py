@@ -287,6 +287,33 @@ async def report_dropped(connection: AsyncConnection, *, limit: int = 1000) -> d
     return dropped
 
 
+async def expire_overdue(
+    connection: AsyncConnection, *, max_age_seconds: float, limit: int = 1000
+) -> int:
+    """End as `expired` the pending deliveries older than the retry window that no attempt
+    holds: those behind an open breaker would otherwise wait for a probe each."""
+    result = await connection.execute(
+        text(
+            f"""
+            UPDATE webhook_deliveries AS d
+            SET state = 'expired', finished_at = now(), lease_owner = NULL,
+                lease_expires_at = NULL
+            FROM (
+                SELECT id FROM webhook_deliveries
+                WHERE state = '{PENDING}'
+                  AND created_at < now() - make_interval(secs => CAST(:age AS float8))
+                  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            ) AS overdue
+            WHERE d.id = overdue.id
+            """
+        ),
+        {"age": max_age_seconds, "limit": limit},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def pending_summary(connection: AsyncConnection) -> tuple[int, float]:
     """Deliveries still to be made, and how long the oldest has waited (0: none)."""
     row = (

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.config import Settings
 from app.db.engine import Database
@@ -56,6 +56,9 @@ ERROR_PAUSE_SECONDS = 0.2
 # round trips of a delivery); a slow receiver delays the next claim by no more than this.
 CLAIM_BATCH_WINDOW_SECONDS = 0.05
 RELEASE_SECONDS = 2.0
+# How often the idle loop ends overdue deliveries no attempt will reach soon (behind an
+# open breaker): a tenth of the retry window, at most this. It reads the pending rows.
+EXPIRY_SWEEP_SECONDS = 60.0
 FINAL_STATES = {"delivered": "delivered", "gone": "disabled", "refused": "refused"}
 
 
@@ -104,6 +107,8 @@ class DeliveryWorker:
         self._loop: asyncio.Task[None] | None = None
         self._sending: dict[asyncio.Task[None], ClaimedDelivery] = {}
         self._per_host: Counter[str] = Counter()  # attempts in flight by receiver host
+        self._sweep_every = min(EXPIRY_SWEEP_SECONDS, self.max_age_seconds / 10)
+        self._next_sweep = 0.0  # loop time
 
     @property
     def sending(self) -> int:
@@ -240,6 +245,7 @@ class DeliveryWorker:
         with contextlib.suppress(Exception):
             async with self.database.autocommit.connect() as connection:
                 self._report_dropped(await outbox.report_dropped(connection))
+                await self._sweep(connection)
                 blocked = [host for host, room in self._rooms().items() if room <= 0]
                 due = await outbox.seconds_until_next_due(connection, blocked=blocked)
             if due is not None:
@@ -247,6 +253,19 @@ class DeliveryWorker:
         if not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+
+    async def _sweep(self, connection: AsyncConnection) -> None:
+        now = asyncio.get_running_loop().time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_every
+        expired = await outbox.expire_overdue(connection, max_age_seconds=self.max_age_seconds)
+        if expired:
+            self.metrics.webhook_deliveries.labels("expired").inc(expired)
+            log.warning(
+                "webhooks: %d delivery(ies) expired unattempted after %gh (receiver down)",
+                expired, self.settings.webhook_max_age_hours,
+            )  # fmt: skip
 
     def _report_dropped(self, dropped: dict[uuid.UUID, int]) -> None:
         """Log and count deliveries the per-user cap dropped (the trigger cannot)."""

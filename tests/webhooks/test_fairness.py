@@ -249,3 +249,24 @@ async def test_a_users_deliveries_beyond_the_cap_are_dropped_and_reported(
     ]
     assert len(warnings) == 1
     assert str(flooding) in warnings[0].getMessage()
+
+
+async def test_deliveries_behind_an_open_breaker_expire_without_an_attempt(
+    database_url: URL, clean_database: None, engine: AsyncEngine
+) -> None:
+    settings = webhook_settings(
+        webhook_breaker_failures=2,
+        webhook_breaker_cooldown_seconds=600,
+        webhook_breaker_max_cooldown_seconds=600,
+        webhook_max_age_hours=0.001,  # 3.6 s
+    )
+    down = Receiver()
+    app = create_app(settings, database_url=database_url)
+    async with serve(app) as client:
+        await finish(engine, await seed(engine, uuid.uuid4(), down.url, 8))
+        rows = await wait_states(engine, 8, state="expired", within=30)
+        expired = await metric(client, 'ilps_webhook_deliveries_total{state="expired"}')
+
+    assert expired == 8.0
+    assert all(row["finished_at"] is not None for row in rows)
+    assert sum(1 for row in rows if row["attempts"] == 0) >= 3  # never tried: the breaker
