@@ -232,6 +232,13 @@ class Settings(BaseSettings):
     # holds only these), at most this many at once for one user's task creations.
     webhook_dns_threads: int = Field(default=4, ge=1)
     webhook_dns_lookups_per_user: int = Field(default=2, ge=1)
+    # Fairness between receivers (docs/webhooks.md, "Fairness"): one host's share of this
+    # process's slots, its circuit breaker, and a cap on one user's pending deliveries.
+    webhook_concurrency_per_host: int = Field(default=2, ge=1)
+    webhook_breaker_failures: int = Field(default=5, ge=1)
+    webhook_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    webhook_breaker_max_cooldown_seconds: float = Field(default=600.0, gt=0)
+    webhook_max_pending_per_user: int = Field(default=100, ge=0, description="0: no cap.")
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod

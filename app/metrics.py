@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import Scope
@@ -115,6 +115,7 @@ class Metrics:
     live: LiveGauges
     webhook_attempts: Counter
     webhook_deliveries: Counter
+    webhook_receivers_open: Gauge
     http_requests: Counter
     http_request_duration: Histogram
     # The HTTP metrics' labelled children by label values, looked up once per series:
@@ -185,8 +186,14 @@ def create_metrics() -> Metrics:
         ),
         webhook_deliveries=Counter(
             "ilps_webhook_deliveries",
-            "Webhook deliveries ended, by final state (delivered, disabled, expired, refused).",
+            "Webhook deliveries ended, by final state (delivered, disabled, expired, refused, "
+            "dropped).",
             ["state"], registry=registry,
+        ),
+        webhook_receivers_open=Gauge(
+            "ilps_webhook_receivers_open",
+            "Receiver hosts whose circuit breaker is open in this process (nothing sent).",
+            registry=registry,
         ),
         http_requests=Counter(
             "ilps_http_requests", "HTTP requests by route template, method and status.",

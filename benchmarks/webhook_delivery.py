@@ -267,6 +267,8 @@ async def run(args: argparse.Namespace) -> None:
         "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         "WEBHOOK_CONCURRENCY": args.concurrency,
+        # One receiver host takes every delivery here: all the slots may go to it.
+        "WEBHOOK_CONCURRENCY_PER_HOST": args.concurrency,
     }
     try:
         async with bench_database(args, "ilps_bench") as database:

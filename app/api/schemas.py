@@ -197,7 +197,8 @@ class WebhookAttemptReport(BaseModel):
     outcome: str = Field(
         examples=["server_error"],
         description="delivered, gone (410), redirect, rejected (4xx), server_error, timeout, "
-        "connection_error or refused (the address policy).",
+        "connection_error, refused (the address policy) or dropped (attempt 0: the user's "
+        "pending deliveries were at their cap).",
     )
     detail: str | None
 
@@ -211,7 +212,8 @@ class WebhookDeliveryReport(BaseModel):
     event_type: str = Field(examples=["task.completed"])
     callback_url: str
     state: str = Field(
-        examples=["delivered"], description="pending, delivered, disabled, expired or refused."
+        examples=["delivered"],
+        description="pending, delivered, disabled, expired, refused or dropped.",
     )
     created_at: datetime
     next_attempt_at: datetime | None

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -168,14 +169,16 @@ class TaskEvent(Base):
     __table_args__ = (CheckConstraint("kind IN ('status', 'retry')", name="kind_known"),)
 
 
-DELIVERY_STATES = ("pending", "delivered", "disabled", "expired", "refused")
+DELIVERY_STATES = ("pending", "delivered", "disabled", "expired", "refused", "dropped")
 
 
 class WebhookDelivery(Base):
     """One completion webhook to send: the outbox row, and the job of the delivery workers.
 
-    Written by a trigger on `tasks` (migration 0003) in the transaction that makes the
-    task terminal, never by the pipeline's code. `id` is the `webhook-id` of every attempt;
+    Written by a trigger on `tasks` (migrations 0003, 0004) in the transaction that makes
+    the task terminal, never by the pipeline's code; `dropped` when the user already had
+    the cap of pending deliveries (`webhook_limits`), and then `finished_at` is set once
+    a sending process has logged and counted it. `id` is the `webhook-id` of every attempt;
     `payload` is built once, at the first claim, so every attempt sends the same bytes.
     """
 
@@ -187,8 +190,12 @@ class WebhookDelivery(Base):
     task_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE")
     )
+    # The task's user, for the cap on one user's pending deliveries (migration 0004).
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     event_type: Mapped[str] = mapped_column(String(32))
     callback_url: Mapped[str] = mapped_column(String(CALLBACK_URL_MAX_LENGTH))
+    # The callback's host[:port], lower case: the key of the per-receiver limits.
+    receiver_host: Mapped[str] = mapped_column(String(CALLBACK_URL_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     payload: Mapped[bytes | None] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(16), server_default="pending")
@@ -212,7 +219,38 @@ class WebhookDelivery(Base):
             "next_attempt_at",
             postgresql_where=text("state = 'pending'"),
         ),
+        # The claim's walk over receivers: each host's due deliveries, soonest first.
+        Index(
+            "ix_webhook_deliveries_due_by_host",
+            "receiver_host",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
+        # The per-user cap counts a user's pending deliveries, up to the cap.
+        Index(
+            "ix_webhook_deliveries_pending_by_user",
+            "user_id",
+            postgresql_where=text("state = 'pending'"),
+        ),
+        # Deliveries dropped by the cap that no process has logged and counted yet.
+        Index(
+            "ix_webhook_deliveries_dropped_unreported",
+            "created_at",
+            postgresql_where=text("state = 'dropped' AND finished_at IS NULL"),
+        ),
     )
+
+
+class WebhookLimits(Base):
+    """One row: the limits the outbox trigger applies, written by each sending process at
+    start from its settings (MANAGER_WEBHOOK_MAX_PENDING_PER_USER; NULL: no cap)."""
+
+    __tablename__ = "webhook_limits"
+
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    max_pending_per_user: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (CheckConstraint("id", name="one_row"),)
 
 
 class WebhookAttempt(Base):

@@ -25,6 +25,7 @@ class ClaimedDelivery:
     user_id: uuid.UUID
     event_type: str
     callback_url: str
+    receiver_host: str  # host[:port] of the callback, lower case
     payload: bytes | None
     attempt: int  # this attempt's number, 1 for the first
     created_at: datetime
@@ -53,33 +54,82 @@ class DeliveryReport:
     attempts: list[AttemptRecord]
 
 
+# Due deliveries, fairly across receivers: the walk visits each host with pending
+# deliveries once through the (receiver_host, next_attempt_at) index (a skip scan, so a
+# host with thousands pending costs one probe), takes up to its room of that host's
+# soonest due deliveries, and the claim fills the free slots round-robin: every host's
+# first before any host's second. A host missing from :hosts has room :per_host; one
+# the caller gives room 0 (its slots full, or its breaker open) is skipped. The locks
+# are taken per host with SKIP LOCKED, and their conditions are checked again on the
+# row as locked, so two processes never claim one delivery.
 _CLAIM = text(
     f"""
+    WITH RECURSIVE receivers AS (
+        (SELECT receiver_host AS host FROM webhook_deliveries
+         WHERE state = '{PENDING}' ORDER BY receiver_host LIMIT 1)
+        UNION ALL
+        SELECT (SELECT d.receiver_host FROM webhook_deliveries AS d
+                WHERE d.state = '{PENDING}' AND d.receiver_host > r.host
+                ORDER BY d.receiver_host LIMIT 1)
+        FROM receivers AS r WHERE r.host IS NOT NULL
+    ),
+    rooms AS (
+        SELECT * FROM unnest(CAST(:hosts AS text[]), CAST(:rooms AS integer[])) AS l(host, room)
+    ),
+    due AS (
+        SELECT picked.id, picked.next_attempt_at,
+               row_number() OVER (PARTITION BY r.host ORDER BY picked.next_attempt_at) AS turn
+        FROM receivers AS r
+        LEFT JOIN rooms ON rooms.host = r.host
+        CROSS JOIN LATERAL (
+            SELECT d.id, d.next_attempt_at FROM webhook_deliveries AS d
+            WHERE d.state = '{PENDING}' AND d.receiver_host = r.host
+              AND d.next_attempt_at <= now()
+              AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+            ORDER BY d.next_attempt_at
+            LIMIT coalesce(rooms.room, CAST(:per_host AS integer))
+            FOR UPDATE OF d SKIP LOCKED
+        ) AS picked
+        WHERE r.host IS NOT NULL
+    ),
+    chosen AS (
+        SELECT id FROM due ORDER BY turn, next_attempt_at LIMIT :limit
+    )
     UPDATE webhook_deliveries AS d
     SET lease_owner = :owner,
         lease_expires_at = now() + make_interval(secs => CAST(:lease_seconds AS float8)),
         attempts = d.attempts + 1
-    FROM (
-        SELECT id FROM webhook_deliveries
-        WHERE state = '{PENDING}' AND next_attempt_at <= now()
-          AND (lease_expires_at IS NULL OR lease_expires_at < now())
-        ORDER BY next_attempt_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ) AS due, tasks AS t
-    WHERE d.id = due.id AND t.id = d.task_id
-    RETURNING d.id, d.task_id, t.user_id, d.event_type, d.callback_url, d.payload,
-              d.attempts, d.created_at, extract(epoch FROM now() - d.created_at) AS age
+    FROM chosen
+    WHERE d.id = chosen.id
+    RETURNING d.id, d.task_id, d.user_id, d.event_type, d.callback_url, d.receiver_host,
+              d.payload, d.attempts, d.created_at,
+              extract(epoch FROM now() - d.created_at) AS age
     """
 )
 
 
 async def claim(
-    connection: AsyncConnection, *, owner: str, limit: int, lease_seconds: float
+    connection: AsyncConnection,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    per_host: int,
+    rooms: dict[str, int] | None = None,
 ) -> list[ClaimedDelivery]:
-    """Up to `limit` due deliveries, leased to `owner`, each with its attempt counted."""
+    """Up to `limit` due deliveries, leased to `owner`, each with its attempt counted,
+    at most `per_host` (or the host's entry in `rooms`) to one receiver host."""
+    rooms = rooms or {}
     rows = await connection.execute(
-        _CLAIM, {"owner": owner, "limit": limit, "lease_seconds": lease_seconds}
+        _CLAIM,
+        {
+            "owner": owner,
+            "limit": limit,
+            "lease_seconds": lease_seconds,
+            "per_host": per_host,
+            "hosts": list(rooms),
+            "rooms": list(rooms.values()),
+        },
     )
     return [
         ClaimedDelivery(
@@ -88,6 +138,7 @@ async def claim(
             user_id=row.user_id,
             event_type=row.event_type,
             callback_url=row.callback_url,
+            receiver_host=row.receiver_host,
             payload=row.payload,
             attempt=row.attempts,
             created_at=row.created_at,
@@ -174,9 +225,12 @@ async def release(connection: AsyncConnection, ids: list[uuid.UUID], *, owner: s
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
+async def seconds_until_next_due(
+    connection: AsyncConnection, *, blocked: list[str] | None = None
+) -> float | None:
     """When the next pending delivery can be claimed: its retry time, or its lease's end
-    while another attempt holds it (in flight now is not "due now").
+    while another attempt holds it (in flight now is not "due now"). Deliveries to the
+    `blocked` hosts (no room now) are left out: their being due is no reason to wake.
 
     Only the first rows of the queue are looked at, through its index: during an outage
     thousands may be pending, and this runs on every idle round.
@@ -187,12 +241,77 @@ async def seconds_until_next_due(connection: AsyncConnection) -> float | None:
             SELECT extract(epoch FROM min(greatest(next_attempt_at, lease_expires_at)) - now())
             FROM (
                 SELECT next_attempt_at, lease_expires_at FROM webhook_deliveries
-                WHERE state = '{PENDING}' ORDER BY next_attempt_at LIMIT 100
+                WHERE state = '{PENDING}' AND receiver_host <> ALL(CAST(:blocked AS text[]))
+                ORDER BY next_attempt_at LIMIT 100
             ) AS first
             """
-        )
+        ),
+        {"blocked": blocked or []},
     )
     return None if value is None else float(value)
+
+
+async def store_limits(connection: AsyncConnection, *, max_pending_per_user: int) -> None:
+    """The limits the outbox trigger applies (0: no cap on a user's pending deliveries)."""
+    await connection.execute(
+        text(
+            "INSERT INTO webhook_limits (id, max_pending_per_user) VALUES (true, :cap) "
+            "ON CONFLICT (id) DO UPDATE SET max_pending_per_user = excluded.max_pending_per_user"
+        ),
+        {"cap": max_pending_per_user or None},
+    )
+
+
+async def report_dropped(connection: AsyncConnection, *, limit: int = 1000) -> dict[uuid.UUID, int]:
+    """Deliveries the per-user cap dropped that no process has reported yet, by user;
+    marked finished, so each is reported once."""
+    rows = await connection.execute(
+        text(
+            """
+            UPDATE webhook_deliveries AS d SET finished_at = now()
+            FROM (
+                SELECT id FROM webhook_deliveries
+                WHERE state = 'dropped' AND finished_at IS NULL
+                ORDER BY created_at LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            ) AS unreported
+            WHERE d.id = unreported.id
+            RETURNING d.user_id
+            """
+        ),
+        {"limit": limit},
+    )
+    dropped: dict[uuid.UUID, int] = {}
+    for row in rows:
+        dropped[row.user_id] = dropped.get(row.user_id, 0) + 1
+    return dropped
+
+
+async def expire_overdue(
+    connection: AsyncConnection, *, max_age_seconds: float, limit: int = 1000
+) -> int:
+    """End as `expired` the pending deliveries older than the retry window that no attempt
+    holds: those behind an open breaker would otherwise wait for a probe each."""
+    result = await connection.execute(
+        text(
+            f"""
+            UPDATE webhook_deliveries AS d
+            SET state = 'expired', finished_at = now(), lease_owner = NULL,
+                lease_expires_at = NULL
+            FROM (
+                SELECT id FROM webhook_deliveries
+                WHERE state = '{PENDING}'
+                  AND created_at < now() - make_interval(secs => CAST(:age AS float8))
+                  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            ) AS overdue
+            WHERE d.id = overdue.id
+            """
+        ),
+        {"age": max_age_seconds, "limit": limit},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def pending_summary(connection: AsyncConnection) -> tuple[int, float]:

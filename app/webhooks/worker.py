@@ -7,6 +7,10 @@ The dispatcher sleeps until a retry falls due, a slot frees up or
 MANAGER_WEBHOOK_POLL_SECONDS pass: a new delivery waits at most that long. It is not
 woken by task events: most tasks have no callback, and a claim per event would cost
 more than the poll.
+
+Fairness: one receiver host holds at most MANAGER_WEBHOOK_CONCURRENCY_PER_HOST of the
+slots, the claim takes due deliveries round-robin across hosts, and a host whose
+breaker is open (app/webhooks/breaker.py) is left out of the claim altogether.
 """
 
 from __future__ import annotations
@@ -18,18 +22,20 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.config import Settings
 from app.db.engine import Database
 from app.metrics import Metrics
 from app.retry import Backoff, retrying
 from app.webhooks import outbox
+from app.webhooks.breaker import ReceiverBreakers
 from app.webhooks.outbox import AttemptRecord, ClaimedDelivery
 from app.webhooks.payload import delivery_body
 from app.webhooks.policy import CallbackPolicy, CallbackRefused
@@ -50,6 +56,9 @@ ERROR_PAUSE_SECONDS = 0.2
 # round trips of a delivery); a slow receiver delays the next claim by no more than this.
 CLAIM_BATCH_WINDOW_SECONDS = 0.05
 RELEASE_SECONDS = 2.0
+# How often the idle loop ends overdue deliveries no attempt will reach soon (behind an
+# open breaker): a tenth of the retry window, at most this. It reads the pending rows.
+EXPIRY_SWEEP_SECONDS = 60.0
 FINAL_STATES = {"delivered": "delivered", "gone": "disabled", "refused": "refused"}
 
 
@@ -85,11 +94,21 @@ class DeliveryWorker:
             base=settings.webhook_backoff_base_seconds, cap=settings.webhook_backoff_max_seconds
         )
         self.max_age_seconds = settings.webhook_max_age_hours * 3600
+        self.per_host = settings.webhook_concurrency_per_host
+        self.breakers = ReceiverBreakers(
+            failures=settings.webhook_breaker_failures,
+            cooldown=settings.webhook_breaker_cooldown_seconds,
+            max_cooldown=settings.webhook_breaker_max_cooldown_seconds,
+            on_change=metrics.webhook_receivers_open.set,
+        )
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._grace_ends: float | None = None  # loop time; set by the stop signal
         self._loop: asyncio.Task[None] | None = None
-        self._sending: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._sending: dict[asyncio.Task[None], ClaimedDelivery] = {}
+        self._per_host: Counter[str] = Counter()  # attempts in flight by receiver host
+        self._sweep_every = min(EXPIRY_SWEEP_SECONDS, self.max_age_seconds / 10)
+        self._next_sweep = 0.0  # loop time
 
     @property
     def sending(self) -> int:
@@ -125,7 +144,7 @@ class DeliveryWorker:
         assert self._grace_ends is not None
         left = max(0.0, self._grace_ends - asyncio.get_running_loop().time())
         _, unfinished = await asyncio.wait(list(self._sending), timeout=left)
-        ids = [self._sending[task] for task in unfinished]
+        ids = [self._sending[task].id for task in unfinished]
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
@@ -144,6 +163,13 @@ class DeliveryWorker:
             stop=lambda _: self._stopping,
             traceback=True,
         )
+        try:
+            async with self.database.autocommit.connect() as connection:
+                await outbox.store_limits(
+                    connection, max_pending_per_user=self.settings.webhook_max_pending_per_user
+                )
+        except Exception:  # the trigger goes on with the limits it has
+            log.warning("could not store the webhook limits", exc_info=True)
         while not self._stopping:
             try:
                 await errors(self._round)
@@ -172,38 +198,100 @@ class DeliveryWorker:
                 owner=self.owner,
                 limit=free,
                 lease_seconds=self.timeout + LEASE_MARGIN_SECONDS,
+                per_host=self.per_host,
+                rooms=self._rooms(),
             )
         for delivery in claimed:
+            self.breakers.claimed(delivery.receiver_host)
+            self._per_host[delivery.receiver_host] += 1
             task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
-            self._sending[task] = delivery.id
+            self._sending[task] = delivery
             task.add_done_callback(self._finished)
         if len(claimed) < free:
             await self._idle()
 
+    def _rooms(self) -> dict[str, int]:
+        """Hosts with less room than `per_host` now: slots taken here, or breaker open."""
+        hosts = set(self._per_host) | set(self.breakers.blocked())
+        rooms = {
+            host: self.breakers.room(host, max(0, self.per_host - self._per_host[host]))
+            for host in hosts
+        }
+        return {host: room for host, room in rooms.items() if room < self.per_host}
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._sending.pop(task, None)
+        delivery = self._sending.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery failed", exc_info=task.exception())
-        # No wake-up here: a claim after every send would cost two queries per delivery
-        # when deliveries trickle in. A full dispatcher waits on the sends themselves.
+        if delivery is None:
+            return
+        host = delivery.receiver_host
+        was_full = self._per_host[host] >= self.per_host
+        self._per_host[host] -= 1
+        if self._per_host[host] <= 0:
+            del self._per_host[host]
+        # No wake-up for a send in general: a claim after every send would cost two
+        # queries per delivery when deliveries trickle in, and a full dispatcher waits on
+        # the sends themselves. A host that was at its limit may have deliveries due
+        # that only this slot lets through: look now rather than at the next poll.
+        if was_full:
+            self.wake()
 
     async def _idle(self) -> None:
         timeout = self.settings.webhook_poll_seconds
+        probe = self.breakers.next_probe_in()
+        if probe is not None:
+            timeout = min(timeout, max(probe, 0.01))
         with contextlib.suppress(Exception):
             async with self.database.autocommit.connect() as connection:
-                due = await outbox.seconds_until_next_due(connection)
+                self._report_dropped(await outbox.report_dropped(connection))
+                await self._sweep(connection)
+                blocked = [host for host, room in self._rooms().items() if room <= 0]
+                due = await outbox.seconds_until_next_due(connection, blocked=blocked)
             if due is not None:
                 timeout = min(timeout, max(due, 0.01))
         if not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
 
+    async def _sweep(self, connection: AsyncConnection) -> None:
+        now = asyncio.get_running_loop().time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_every
+        expired = await outbox.expire_overdue(connection, max_age_seconds=self.max_age_seconds)
+        if expired:
+            self.metrics.webhook_deliveries.labels("expired").inc(expired)
+            log.warning(
+                "webhooks: %d delivery(ies) expired unattempted after %gh (receiver down)",
+                expired, self.settings.webhook_max_age_hours,
+            )  # fmt: skip
+
+    def _report_dropped(self, dropped: dict[uuid.UUID, int]) -> None:
+        """Log and count deliveries the per-user cap dropped (the trigger cannot)."""
+        for user_id, count in dropped.items():
+            self.metrics.webhook_deliveries.labels("dropped").inc(count)
+            log.warning(
+                "webhooks: %d delivery(ies) of user %s dropped: the user already had "
+                "MANAGER_WEBHOOK_MAX_PENDING_PER_USER (%d) pending",
+                count, user_id, self.settings.webhook_max_pending_per_user,
+            )  # fmt: skip
+
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        outcome: str | None = None
+        try:
+            outcome = await self._attempt(delivery)
+        finally:
+            if self.breakers.record(delivery.receiver_host, outcome):
+                self.wake()  # its backlog is due now, not at the next poll
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> str | None:
+        """One attempt and its record; the outcome, None when nothing was sent."""
         started_at, started = datetime.now(UTC), time.monotonic()
         try:
             body = delivery.payload or await self._build(delivery)
             if body is None:
-                return  # the task was deleted, and its delivery with it
+                return None  # the task was deleted, and its delivery with it
             self.policy.parse(delivery.callback_url)  # the allowed hosts may have changed
             result = await send_once(
                 self.client,
@@ -237,7 +325,7 @@ class DeliveryWorker:
             )
         if not written:
             log.warning("webhook %s: lease lost before its result was written", delivery.id)
-            return
+            return result.outcome
         if state == outbox.PENDING:
             # Retry when due rather than at the next poll.
             asyncio.get_running_loop().call_later(retry_in, self.wake)
@@ -249,6 +337,7 @@ class DeliveryWorker:
                 delivery.id, delivery.task_id, state, delivery.attempt,
                 result.detail or result.status_code,
             )  # fmt: skip
+        return result.outcome
 
     def _next_state(
         self, delivery: ClaimedDelivery, result: AttemptResult, elapsed: float

@@ -26,6 +26,8 @@ FAST: dict[str, Any] = {
     "webhook_backoff_max_seconds": 0.3,
     "webhook_poll_seconds": 0.1,
     "webhook_concurrency": 4,
+    "webhook_breaker_cooldown_seconds": 0.2,
+    "webhook_breaker_max_cooldown_seconds": 0.5,
 }
 
 
