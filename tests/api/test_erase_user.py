@@ -40,8 +40,11 @@ async def with_a_delivery(engine: AsyncEngine, task_id: str) -> None:
             text(
                 """
                 WITH d AS (
-                    INSERT INTO webhook_deliveries (task_id, event_type, callback_url)
-                    VALUES (:t, 'task.completed', 'https://lms.example.org/hook') RETURNING id)
+                    INSERT INTO webhook_deliveries
+                        (task_id, user_id, event_type, callback_url, receiver_host)
+                    SELECT id, user_id, 'task.completed', 'https://lms.example.org/hook',
+                        'lms.example.org'
+                    FROM tasks WHERE id = :t RETURNING id)
                 INSERT INTO webhook_attempts
                     (delivery_id, attempt, started_at, duration_seconds, outcome)
                 SELECT id, 1, now(), 0.1, 'http-error' FROM d

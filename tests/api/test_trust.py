@@ -284,7 +284,8 @@ class TestClientAddress:
         monkeypatch.setattr(start, "configure_logging", lambda **kwargs: None)
         for name in ("MANAGER_DB_POSTGRES_HOST", "MANAGER_FORWARDED_ALLOW_IPS"):
             monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("MANAGER_DEBUG_MODE", "true")
+        monkeypatch.setenv("MANAGER_SANDBOX_SERVICES", "true")
+        monkeypatch.setenv("MANAGER_DB_EMBEDDED", "true")
 
         assert start.main() == 0
         assert calls[0]["proxy_headers"] is False

@@ -48,6 +48,8 @@ def service_process(
             "MANAGER_WEBHOOK_BACKOFF_MAX_SECONDS": "0.2",
             "MANAGER_WEBHOOK_POLL_SECONDS": "0.1",
             "MANAGER_SHUTDOWN_GRACE_SECONDS": "1",
+            # One user creates every task here.
+            "MANAGER_MAX_UNFINISHED_TASKS_PER_USER": "1000",
             **overrides,
         }
         return ServiceProcess(environment, tmp_path / f"{name}.log")
