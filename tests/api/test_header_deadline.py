@@ -66,7 +66,8 @@ async def test_a_request_whose_head_arrived_is_not_cut_by_the_deadline(
     reader, writer = await asyncio.open_connection(*address)
     try:
         writer.write(
-            b"POST /tasks HTTP/1.1\r\nHost: t\r\nX-User-Id: 1f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10\r\n"
+            b"POST /tasks HTTP/1.1\r\nHost: t\r\n"
+            b"X-User-Id: 1f0b8c1e-6a0e-4f43-9a57-5b8f9f3f4a10\r\n"
             b"Content-Type: multipart/form-data; boundary=xyz\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
         )

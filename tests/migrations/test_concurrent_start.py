@@ -3,7 +3,7 @@ and the ones that waited find the schema at head."""
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 
 from app.db.migrations import PROJECT_ROOT, head_revision
@@ -19,17 +19,20 @@ async def test_replicas_starting_together_upgrade_once(postgres: SessionPostgres
     try:
         environment = _environment(postgres, url)
         replicas = [
-            subprocess.Popen(
-                [sys.executable, "-c", PROBE],
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                PROBE,
                 cwd=PROJECT_ROOT,
                 env=environment,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
             for _ in range(REPLICAS)
         ]
-        outcomes = [replica.communicate(timeout=180) for replica in replicas]
+        async with asyncio.timeout(180):
+            outputs = await asyncio.gather(*(replica.communicate() for replica in replicas))
+        outcomes = [(out.decode(), err.decode()) for out, err in outputs]
 
         for replica, (_, stderr) in zip(replicas, outcomes, strict=True):
             assert replica.returncode == 0, stderr
