@@ -7,6 +7,8 @@ session's server (and any shared one) is left alone.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,8 +20,10 @@ import pytest
 from app.db.embedded import EmbeddedPostgres, start_embedded_postgres
 from app.db.migrations import upgrade_to_head
 from app.main import create_app
+from app.runtime import Runtime
 from tests.api.helpers import legacy_upload, resource_upload, user_body
 from tests.conftest import make_settings, serve
+from tests.live import collect, live_server, sse_events
 from tests.waiting import eventually
 
 
@@ -133,3 +137,49 @@ async def test_every_route_answers_503_while_the_database_is_away(
     assert (await resource_upload(client, user_id)).status_code == 201
     legacy_list = await client.post("/", json=user_body(user_id))
     assert legacy_list.status_code == 200 and len(legacy_list.json()) == 2
+
+
+async def test_an_open_stream_outlives_an_outage_and_follows_the_task_after_it(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    """The hub keeps heartbeating open streams while the database is away; once the LISTEN
+    connection is back, it re-reads every followed task, so nothing that happened
+    meanwhile is missed and the stream does not hang: here it ends at the deletion."""
+    await upgrade_to_head(own_postgres.url)
+    app = create_app(make_settings(), database_url=own_postgres.url)
+    user = {"X-User-Id": str(uuid.uuid4())}
+    with live_server(app) as base_url:
+        runtime: Runtime = app.state.runtime
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            created = await resource_upload(client, uuid.UUID(user["X-User-Id"]))
+            assert created.status_code == 201, created.text
+            task_id = created.json()["id"]
+            async with sse_events(base_url, "GET", f"/tasks/{task_id}/events", headers=user) as (
+                response,
+                events,
+            ):
+                assert response.status_code == 200
+                first = await anext(events)
+                assert json.loads(first.data)["status"] == "created"
+
+                stop(own_postgres)
+                try:
+                    await eventually(
+                        lambda: runtime.listener.state == "reconnecting",
+                        message="the listener to lose the database",
+                    )
+                finally:
+                    start(own_postgres)
+                await eventually(
+                    lambda: runtime.listener.state == "connected",
+                    message="the listener to reconnect",
+                )
+
+                async def deleted() -> bool:
+                    answer = await client.delete(f"/tasks/{task_id}", headers=user)
+                    return answer.status_code == 204
+
+                await eventually(deleted, message="the deletion once the database is back")
+                async with asyncio.timeout(30):
+                    rest = await collect(events)
+    assert all(json.loads(event.data).get("status") != "created" for event in rest)
