@@ -17,7 +17,6 @@ import asyncio
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # SQLSTATE class 08: connection exception (refused, lost, protocol violation).
@@ -57,12 +56,15 @@ def is_database_unavailable(error: BaseException) -> bool:
     if isinstance(error, DBAPIError):
         if error.connection_invalidated:
             return True
-        if isinstance(error, SQLAlchemyInterfaceError):
-            # The adapter's InterfaceError: a closed connection, or one lost midway.
-            return True
-        if error.orig is not None and error.orig is not error:
-            return _driver_unavailable(error.orig) or _code_unavailable(sqlstate(error))
-        return _code_unavailable(sqlstate(error))
+        if error.orig is not None:
+            error = error.orig
+    if isinstance(error, AsyncAdapt_asyncpg_dbapi.Error):
+        # SQLAlchemy's adapter raises its DBAPI errors from asyncpg's: judge that one.
+        # Its InterfaceError without one is its own "the connection is closed".
+        cause = error.__cause__
+        if cause is None:
+            return isinstance(error, AsyncAdapt_asyncpg_dbapi.InterfaceError)
+        return _driver_unavailable(cause) or _code_unavailable(sqlstate(error))
     return _driver_unavailable(error) or _code_unavailable(sqlstate(error))
 
 
@@ -86,10 +88,7 @@ def _driver_unavailable(error: BaseException) -> bool:
         return True
     # asyncpg's InterfaceError proper is a closed connection or one in a broken state;
     # its subclasses that are usage errors (a bad argument) do not mean an outage.
-    if type(error) is asyncpg.InterfaceError:
-        return True
-    # The adapter's InterfaceError, when it reaches us without SQLAlchemy's wrapper.
-    return isinstance(error, AsyncAdapt_asyncpg_dbapi.InterfaceError)
+    return type(error) is asyncpg.InterfaceError
 
 
 def _code_unavailable(code: str | None) -> bool:
