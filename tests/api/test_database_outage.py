@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -50,21 +51,29 @@ def start(embedded: EmbeddedPostgres) -> None:
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    embedded = start_embedded_postgres(tmp_path / "data", "ilps_outage")
-    try:
-        yield embedded
-    finally:
-        # Stop whichever postmaster runs now (the wheel knows only the one it started).
-        subprocess.run(
-            [str(embedded.server.bin_path / "pg_ctl"), "-D", str(embedded.server.pgdata),
-             "-m", "immediate", "-w", "stop"],
-            user=embedded.server.system_user,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )  # fmt: skip
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's tmp_path: a pytest session starting meanwhile on the machine
+    # takes the others' permissions away from its base folder, and the server runs as
+    # a user of its own.
+    with tempfile.TemporaryDirectory(prefix="ilps-test-outage-pg-") as folder:
+        embedded = start_embedded_postgres(Path(folder) / "data", "ilps_outage")
+        try:
+            yield embedded
+        finally:
+            _stop_for_good(embedded)
+
+
+def _stop_for_good(embedded: EmbeddedPostgres) -> None:
+    # Whichever postmaster runs now (the wheel knows only the one it started).
+    subprocess.run(
+        [str(embedded.server.bin_path / "pg_ctl"), "-D", str(embedded.server.pgdata),
+         "-m", "immediate", "-w", "stop"],
+        user=embedded.server.system_user,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture
