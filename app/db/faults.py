@@ -12,8 +12,6 @@ available), which concern one transaction, not the server.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError
@@ -80,9 +78,9 @@ def describe(error: BaseException) -> str:
 
 
 def _driver_unavailable(error: BaseException) -> bool:
-    # OSError covers ConnectionRefusedError and socket errors; TimeoutError (also
-    # asyncio's) is a connect or pool checkout that did not finish in time.
-    if isinstance(error, OSError | asyncio.TimeoutError | PoolTimeout):
+    # OSError covers ConnectionRefusedError, socket errors and TimeoutError (asyncio's
+    # too): a connect that did not finish in time; PoolTimeout, a checkout that did not.
+    if isinstance(error, OSError | PoolTimeout):
         return True
     if isinstance(error, asyncpg.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError):
         return True

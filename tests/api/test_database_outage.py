@@ -145,7 +145,8 @@ async def test_every_route_answers_503_while_the_database_is_away(
     ).status_code == 200
     assert (await resource_upload(client, user_id)).status_code == 201
     legacy_list = await client.post("/", json=user_body(user_id))
-    assert legacy_list.status_code == 200 and len(legacy_list.json()) == 2
+    assert legacy_list.status_code == 200
+    assert len(legacy_list.json()) == 2
 
 
 async def test_an_open_stream_outlives_an_outage_and_follows_the_task_after_it(

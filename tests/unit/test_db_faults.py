@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi as adapter
@@ -37,7 +35,7 @@ def wrapped(
     return wrapper(
         "SELECT connection FROM connections",
         {},
-        adapted(driver_error, dbapi_class),  # type: ignore[arg-type]
+        adapted(driver_error, dbapi_class),
         connection_invalidated=invalidated,
     )
 
@@ -45,7 +43,7 @@ def wrapped(
 UNAVAILABLE = {
     "refused": ConnectionRefusedError(111, "refused"),
     "socket missing": FileNotFoundError(2, "no socket"),
-    "connect timeout": asyncio.TimeoutError(),
+    "connect timeout": TimeoutError(),
     "pool timeout": PoolTimeout("QueuePool limit"),
     "closed connection": asyncpg.ConnectionDoesNotExistError("gone"),
     "asyncpg interface": asyncpg.InterfaceError("closed"),
@@ -61,7 +59,7 @@ UNAVAILABLE = {
         asyncpg.ConnectionDoesNotExistError("x"), InterfaceError, dbapi_class=adapter.InterfaceError
     ),
     "invalidated": wrapped(asyncpg.exceptions.PostgresError("x"), invalidated=True),
-    "adapter's own InterfaceError": adapter.InterfaceError("closed"),
+    "adapter's own InterfaceError": adapter.InterfaceError("closed"),  # type: ignore[no-untyped-call]
 }
 NOT_UNAVAILABLE = {
     "unique violation": asyncpg.exceptions.UniqueViolationError("connection"),
