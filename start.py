@@ -16,6 +16,7 @@ import uvicorn
 from app.config import ConfigurationError, load_settings
 from app.db.migrations import upgrade_at_start
 from app.db.url import configured_database_url
+from app.header_deadline import with_header_deadline
 from app.logs import configure_logging
 from app.main import create_app
 
@@ -51,10 +52,11 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep the handlers configure_logging installed
-        access_log=False,
+        access_log=False,  # RequestContext writes the access line, with the request id
         # uvicorn would believe X-Forwarded-For from 127.0.0.1; the app reads it itself,
         # from MANAGER_FORWARDED_ALLOW_IPS only (app/api/trust.py).
-        proxy_headers=False,  # RequestContext writes the access line, with the request id
+        proxy_headers=False,
+        http=with_header_deadline(settings.header_timeout_seconds),
         # Streams end at once on shutdown; requests still running get the same grace
         # period as stage calls, which start theirs at the signal too (app/signals.py).
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),

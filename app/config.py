@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     # the request is ended with 408: a stalled upload holds a connection and memory.
     upload_min_rate_kbps: float = Field(default=8, gt=0, description="KiB per second.")
     upload_rate_grace_seconds: float = Field(default=10, gt=0)
+    # A connection must send each request's complete head within this, or it is closed.
+    header_timeout_seconds: float = Field(default=10, gt=0)
 
     # The pipeline (see app/pipeline).
     worker_concurrency: int = Field(default=8, ge=0, description="0 runs no workers here.")

@@ -118,6 +118,7 @@ class Metrics:
     webhook_receivers_open: Gauge
     http_requests: Counter
     http_request_duration: Histogram
+    uploads_abandoned: Counter
     # The HTTP metrics' labelled children by label values, looked up once per series:
     # `labels()` validates and hashes the values on every call, twice per request. The
     # keys are the series the registry keeps anyway (bounded labels), so no further bound.
@@ -203,6 +204,11 @@ def create_metrics() -> Metrics:
             "ilps_http_request_duration_seconds",
             "Time to the response's first byte (streams: until they open).",
             ["route", "method"], buckets=HTTP_BUCKETS, registry=registry,
+        ),
+        uploads_abandoned=Counter(
+            "ilps_uploads_abandoned",
+            "Uploads whose client went away before the whole body arrived (nothing stored).",
+            registry=registry,
         ),
     )  # fmt: skip
 

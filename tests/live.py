@@ -6,6 +6,7 @@ would never return.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -25,12 +26,17 @@ from tests.waiting import eventually_sync
 
 
 @contextmanager
-def live_server(app: FastAPI, *, send_buffer_bytes: int | None = None) -> Iterator[str]:
+def live_server(
+    app: FastAPI,
+    *,
+    send_buffer_bytes: int | None = None,
+    http: type[asyncio.Protocol] | None = None,
+) -> Iterator[str]:
     """Serve `app` (lifespan included) and yield its base URL.
 
     `send_buffer_bytes` shrinks the kernel's send buffer of every accepted connection (they
     inherit it from the listening socket), so a client that stops reading stalls the server
-    after kilobytes rather than megabytes.
+    after kilobytes rather than megabytes. `http` is uvicorn's protocol class (start.py's).
     """
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -38,7 +44,10 @@ def live_server(app: FastAPI, *, send_buffer_bytes: int | None = None) -> Iterat
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    options: dict[str, Any] = {} if http is None else {"http": http}
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **options)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
 

@@ -6,12 +6,15 @@ import json
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app.db.faults import describe, is_database_unavailable
 from app.tasks.errors import TaskError
 
 log = logging.getLogger(__name__)
@@ -26,22 +29,29 @@ async def _task_error(_: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _database_error(_: Request, error: Exception) -> JSONResponse:
-    """A lost database connection (a restart, a failover) is 503 and worth a retry.
+def database_unavailable_response() -> JSONResponse:
+    """503 with Retry-After: the database is away (down, restarting, failing over, full)."""
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "The database is momentarily unavailable; retry shortly."},
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
 
-    The pool is discarded with the failing connection, so the retry gets a fresh one.
-    Anything else is a bug: 500, logged with its traceback.
+
+async def _database_error(_: Request, error: Exception) -> JSONResponse:
+    """An outage (see app/db/faults.py) is 503 and worth a retry; anything else is a bug.
+
+    A failing connection is discarded from the pool, so the retry gets a fresh one. A
+    database error that is no outage is a 500, logged with its traceback; any other
+    exception that is no outage goes on to the server's own 500.
     """
-    assert isinstance(error, DBAPIError)
-    if error.connection_invalidated:
-        log.warning("database connection lost: %s", type(error.orig).__name__)
-        return JSONResponse(
-            status_code=503,
-            content={"detail": "The database is momentarily unavailable; retry shortly."},
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-        )
-    log.error("database error", exc_info=error)
-    return JSONResponse(status_code=500, content={"detail": "Internal error."})
+    if is_database_unavailable(error):
+        log.warning("database unavailable: %s", describe(error))
+        return database_unavailable_response()
+    if isinstance(error, DBAPIError):
+        log.error("database error", exc_info=error)
+        return JSONResponse(status_code=500, content={"detail": "Internal error."})
+    raise error
 
 
 class EchoSafeJSONResponse(JSONResponse):
@@ -67,4 +77,13 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TaskError, _task_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DBAPIError, _database_error)
+    # Errors that may mean the database is away: SQLAlchemy's, the driver's (raised on
+    # the pipeline's raw connections), and the socket's (a refused or timed-out connect).
+    for error_class in (
+        DBAPIError,
+        PoolTimeout,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+    ):
+        app.add_exception_handler(error_class, _database_error)

@@ -10,6 +10,7 @@ is capped at `MANAGER_JSON_BODY_MAX_KB` while it streams in.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from fastapi import HTTPException, Request, Response, status
 from fastapi.params import Form
 from fastapi.routing import APIRoute
 from python_multipart.multipart import parse_options_header
+from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from app.api.identity import (
@@ -37,6 +39,8 @@ from app.api.uploads import (
 )
 from app.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 # How long an upload waits, unread, for its share of the memory budget before it is
@@ -44,6 +48,9 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 # tens of milliseconds), so at load nearly every upload takes the cheaper way through
 # memory; while slow clients hold the budget, others lose at most this long.
 MEMORY_PATIENCE_SECONDS = 1.0
+
+# Not an HTTP status but the one proxies (nginx) log for a client that closed first.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class UploadAwareRoute(APIRoute):
@@ -63,13 +70,28 @@ class UploadAwareRoute(APIRoute):
             if not reads_form:
                 return await handler(request)
             await require_multipart(request)
-            async with received_upload_form(request, runtime):
-                return await handler(request)
+            try:
+                async with received_upload_form(request, runtime):
+                    return await handler(request)
+            except ClientDisconnect:
+                return abandoned_upload(request, runtime)
 
         return guarded
 
     def check_caller(self, request: Request, runtime: Runtime) -> None:
         """Raise if the headers show the caller may not make this request."""
+
+
+def abandoned_upload(request: Request, runtime: Runtime) -> Response:
+    """The client went away mid-body: an everyday event on mobile networks, not a fault.
+
+    Nothing was stored (the task is created only from a whole form). The answer is
+    never read; its status, 499 as proxies log it, keeps the request out of the 5xx
+    counts and shows in the access line.
+    """
+    runtime.metrics.uploads_abandoned.inc()
+    log.info("upload abandoned: the client went away before the whole body arrived")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 class ResourceRoute(UploadAwareRoute):

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import asyncpg
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.revisions import recorded_revisions, repository_head
+from app.db.revisions import CONNECT_SECONDS, recorded_revisions, repository_head
 from app.db.url import asyncpg_dsn
 
 if TYPE_CHECKING:
@@ -79,14 +80,20 @@ async def downgrade_to(url: URL, revision: str) -> None:
     await asyncio.to_thread(command.downgrade, alembic_config(url), revision)
 
 
-def _already_at_head(url: URL) -> str | None:
+# A session-level advisory lock, held around the check and the upgrade, makes replicas
+# that start together take turns: one upgrades, the others then find the head. Any
+# fixed key will do, as long as nothing else uses it ("ILPSMIGR" in ASCII).
+MIGRATION_LOCK_KEY = 0x494C50534D494752
+
+
+async def _recorded_head(dsn: str) -> str | None:
     """The head when the database provably records it alone, else None (also on any error:
     then Alembic connects itself and reports the failure in its own words)."""
     head = repository_head()
     if head is None:
         return None
     try:
-        recorded = asyncio.run(recorded_revisions(asyncpg_dsn(url)))
+        recorded = await recorded_revisions(dsn)
     except Exception:  # any doubt means: let Alembic decide
         return None
     return head if recorded == [head] else None
@@ -98,13 +105,37 @@ def upgrade_at_start(url: URL) -> str | None:
     `url` is the configured server's (the one the environment's settings name, which
     Alembic's env.py reads again). When `alembic_version` holds exactly the repository's
     head, the upgrade would change nothing, and Alembic is not loaded: returns that head.
-    Otherwise runs Alembic's own command line (`alembic upgrade head`): the same logging,
-    the same refusal of the original's older revisions (one `FAILED:` line, exit status
-    255 through SystemExit), the same takeover; returns None.
+    Otherwise, under the migration lock (`MIGRATION_LOCK_KEY`), looks again, then runs
+    Alembic's own command line (`alembic upgrade head`): the same logging, the same
+    refusal of the original's older revisions (one `FAILED:` line, exit status 255
+    through SystemExit), the same takeover; returns None.
     """
-    head = _already_at_head(url)
+    dsn = asyncpg_dsn(url)
+    head = asyncio.run(_recorded_head(dsn))
     if head is not None:
         return head
+    return asyncio.run(_upgrade_under_lock(dsn))
+
+
+async def _upgrade_under_lock(dsn: str) -> str | None:
+    try:
+        lock = await asyncpg.connect(dsn, timeout=CONNECT_SECONDS)
+    except Exception:  # Alembic connects itself and reports the failure in its own words
+        await asyncio.to_thread(_alembic_upgrade)
+        return None
+    try:
+        # On a connection of its own: Alembic's runs in a thread, with its own loop.
+        await lock.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        head = await _recorded_head(dsn)  # another replica upgraded while this one waited
+        if head is not None:
+            return head
+        await asyncio.to_thread(_alembic_upgrade)
+        return None
+    finally:
+        await lock.close()  # ending the session releases the lock
+
+
+def _alembic_upgrade() -> None:
     from alembic.config import main as alembic_main
 
     alembic_main(argv=["-c", str(PROJECT_ROOT / "alembic.ini"), "upgrade", "head"], prog="alembic")
@@ -113,4 +144,3 @@ def upgrade_at_start(url: URL) -> str | None:
     for name in ("alembic", "alembic.util.messaging"):
         logging.getLogger(name).setLevel(logging.NOTSET)
     sys.stderr.flush()
-    return None

@@ -17,11 +17,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 import tenacity
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.config import Settings
 from app.db.engine import Database
+from app.db.faults import describe, is_retryable_database_error
 from app.db.status import STAGE_BY_STATUS, TaskStatus
 from app.logs import stage_var, task_context
 from app.metrics import Metrics
@@ -357,15 +356,15 @@ class TaskRunner:
             async with self.database.driver() as connection:
                 return await step(connection)
         except Exception as error:
-            if not is_database_unavailable(error):
+            if not is_retryable_database_error(error):
                 raise
-            log.warning("database unavailable; retrying the write (%s)", _describe(error))
+            log.warning("database unavailable; retrying the write (%s)", describe(error))
         async for attempt in retrying(
             WRITE_BACKOFF,
             log=log,
             message="database unavailable; retrying the write",
-            retry_if=is_database_unavailable,
-            describe=_describe,
+            retry_if=is_retryable_database_error,
+            describe=describe,
             stop=tenacity.stop_before_delay(self.settings.worker_lease_seconds),
         ):
             with attempt:
@@ -377,42 +376,3 @@ class TaskRunner:
 def _stage_name(status: TaskStatus) -> str:
     """The service a status waits on, for comments and retry records."""
     return STAGE_BY_STATUS.get(status.value, status.value)
-
-
-# SQLSTATE classes and codes that mean "the server cannot serve this now", not "this
-# statement is wrong": connection exceptions, insufficient resources (too many clients,
-# disk full), operator intervention (shutdown, starting up), and conflicts to retry.
-_UNAVAILABLE_CLASSES = ("08", "53", "57P")
-_RETRYABLE_CODES = frozenset({"40001", "40P01", "55P03"})
-
-
-def is_database_unavailable(error: BaseException) -> bool:
-    """Would the same statement likely succeed a little later? (restart, full, pool)."""
-    if isinstance(error, PoolTimeout | TimeoutError | OSError | ConnectionError):
-        return True
-    if isinstance(error, asyncpg.PostgresError):  # raised on `Database.driver()` connections
-        sqlstate = error.sqlstate or ""
-        return sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _RETRYABLE_CODES
-    if isinstance(error, asyncpg.InterfaceError):
-        # E.g. ConnectionDoesNotExistError: the connection closed in the middle of the operation.
-        return "connection" in str(error).lower()
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated or isinstance(error.orig, OSError):
-            return True
-        sqlstate = getattr(error.orig, "sqlstate", None) or ""
-        if sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _RETRYABLE_CODES:
-            return True
-        # asyncpg's InterfaceError for a connection that closed under it has no SQLSTATE.
-        return "connection" in str(error.orig).lower()
-    return False
-
-
-def _describe(error: BaseException) -> str:
-    """SQLSTATE or class only: a DBAPIError's text carries the statement and its parameters."""
-    if isinstance(error, DBAPIError):
-        sqlstate = getattr(error.orig, "sqlstate", None)
-    else:
-        sqlstate = (
-            getattr(error, "sqlstate", None) if isinstance(error, asyncpg.PostgresError) else None
-        )
-    return f"SQLSTATE {sqlstate}" if sqlstate else type(error).__name__
