@@ -18,6 +18,7 @@ from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.api.request_observer import RequestObserver
 from app.config import STAGES, Settings, StageName, load_settings
+from app.console import routes as console
 from app.db.engine import create_database
 from app.db.url import asyncpg_dsn, configured_database_url
 from app.events.hub import EventHub
@@ -207,6 +208,7 @@ def create_app(
     # /tasks before the legacy catch-all POST /{task_id}.
     app.include_router(resources.router)
     app.include_router(streams.router)
+    app.include_router(console.router)
     if settings.serves_demo:
         from app.demo import routes as demo  # a development tool, never in production
 
