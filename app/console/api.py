@@ -16,7 +16,7 @@ from app.console.auth import FORBIDDEN, MaybeOperatorDep, OperatorDep
 from app.console.queries import overview
 from app.runtime import Runtime
 from app.tasks.failures import FailureFilter
-from app.tasks.retry import cancel_task, retry_failed_task, retry_matching
+from app.tasks.retry import action_detail, cancel_task, retry_failed_task, retry_matching
 from app.webhooks.redeliver import redeliver
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,9 @@ async def redeliver_webhook(
     delivery_id: uuid.UUID, runtime: RuntimeDep, operator: OperatorDep, body: ActionRequest
 ) -> RedeliverResponse:
     async with runtime.database.sessions() as session, session.begin():
-        queued = await redeliver(session, delivery_id)
+        queued = await redeliver(
+            session, delivery_id, detail=action_detail("redeliver", operator, body.reason)
+        )
     if queued is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such delivery.")
     runtime.deliveries.wake()

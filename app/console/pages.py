@@ -31,7 +31,7 @@ from app.console.queries import overview, task_summary, timeline, user_tasks
 from app.runtime import Runtime
 from app.tasks.errors import TaskError
 from app.tasks.failures import FailureFilter, failure_groups
-from app.tasks.retry import cancel_task, retry_matching
+from app.tasks.retry import action_detail, cancel_task, retry_matching
 from app.webhooks import outbox
 from app.webhooks.redeliver import redeliver
 
@@ -236,10 +236,12 @@ async def cancel_form(
 
 @router.post("/deliveries/{delivery_id}/redeliver")
 async def redeliver_form(
-    delivery_id: uuid.UUID, runtime: RuntimeDep, _operator: OperatorDep, reason: Reason = ""
+    delivery_id: uuid.UUID, runtime: RuntimeDep, operator: OperatorDep, reason: Reason = ""
 ) -> RedirectResponse:
     async with runtime.database.sessions() as session, session.begin():
-        queued = await redeliver(session, delivery_id)
+        queued = await redeliver(
+            session, delivery_id, detail=action_detail("redeliver", operator, reason)
+        )
     if queued is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such delivery.")
     runtime.deliveries.wake()

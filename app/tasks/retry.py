@@ -97,6 +97,21 @@ _CANCEL = recorded(
 )
 
 
+# `queue_users` (the claim's walk over users) is kept by triggers on tasks that start or
+# stop being unfinished; none fires when a finished task becomes unfinished again, so the
+# retry puts the task's user back itself, as the insert trigger does for a new task.
+_REQUEUE_USER = text(
+    """
+    INSERT INTO queue_users AS q (user_id, oldest_unfinished_at)
+    SELECT user_id, created_at FROM tasks WHERE id = :task_id
+    ON CONFLICT (user_id) DO UPDATE
+        SET oldest_unfinished_at = EXCLUDED.oldest_unfinished_at
+        WHERE q.oldest_unfinished_at IS NULL
+           OR q.oldest_unfinished_at > EXCLUDED.oldest_unfinished_at
+    """
+)
+
+
 def entry_status(*, has_upload: bool, has_preprocessed: bool, transcribed: bool) -> str | None:
     """Where the claim resumes a task with this much stored; None: its input is gone."""
     if has_preprocessed:
@@ -145,6 +160,7 @@ async def retry_failed_task(
             "action_detail": action_detail("retry", actor, reason),
         },
     )
+    await session.execute(_REQUEUE_USER, {"task_id": task_id})
     return Retried(task_id=task_id, status=entry, stage=STAGE_BY_STATUS[entry])
 
 

@@ -97,6 +97,11 @@ async def test_the_owner_retries_a_failed_task_from_its_stage(
     event = await _last_event(engine, task_id)
     assert event.status == "transcribing"
     assert json.loads(event.detail) == {"action": "retry", "by": "owner", "reason": "try again"}
+    queued = await _row(
+        engine, "SELECT oldest_unfinished_at FROM queue_users WHERE user_id = :u", u=user_id
+    )
+    assert queued is not None
+    assert queued[0] is not None  # the claim visits this user again
 
 
 async def test_an_operator_retries_any_users_task(
@@ -257,6 +262,9 @@ async def test_redeliver_queues_a_new_delivery_of_the_same_payload(
         engine, "SELECT * FROM webhook_deliveries WHERE id = :id", id=response.json()["id"]
     )
     assert (new.task_id, new.state, new.payload) == (uuid.UUID(task_id), "pending", b"{}")
+    event = await _last_event(engine, task_id)
+    assert (event.kind, event.stage, event.status) == ("retry", "webhook", "created")
+    assert json.loads(event.detail) == {"action": "redeliver", "by": "alice", "reason": "lost"}
     missing = await client.post(
         f"/console/api/deliveries/{uuid.uuid4()}/redeliver", json={}, headers=OPERATOR
     )
