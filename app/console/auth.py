@@ -1,11 +1,13 @@
 """Who is an operator: a trusted client (`MANAGER_TRUSTED_CLIENTS`) presenting the token.
 
 The console is off (404 on every route) while `MANAGER_OPERATOR_TOKEN` is unset. The token
-comes as `Authorization: Bearer <token>` (scripts) or in the cookie the login form sets
-(the browser). CSRF: a request authenticated by the cookie that changes anything must also
-carry the CSRF token (a form field or `X-CSRF-Token`), derived from the operator token, so
-another site's form cannot act with an operator's cookie; the cookie is also SameSite=Strict.
-A request with the Authorization header needs none: browsers never add it on their own.
+comes as `Authorization: Bearer <token>` (scripts), or the browser shows it once to the
+login form, which sets a cookie holding a value derived from it (not the token itself).
+
+CSRF: a request authenticated by the cookie that changes anything must also carry the
+CSRF token (a form field or `X-CSRF-Token`), derived from the operator token, so another
+site's form cannot act with an operator's cookie; the cookie is also SameSite=Strict. A
+request with the Authorization header needs none: browsers never add it on their own.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def csrf_token(settings: Settings) -> str:
     return hmac.new(key, b"console-csrf", hashlib.sha256).hexdigest()
 
 
+def session_cookie(settings: Settings) -> str:
+    """What the login cookie holds: derived from the token, so the cookie is not the token."""
+    assert settings.operator_token is not None
+    key = settings.operator_token.get_secret_value().encode()
+    return hmac.new(key, b"console-session", hashlib.sha256).hexdigest()
+
+
 def bearer(request: Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -86,7 +95,8 @@ async def require_operator(request: Request, settings: SettingsDep) -> str:
         if not token_matches(settings, header_token):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=FORBIDDEN)
         return operator_name(request)
-    if not token_matches(settings, request.cookies.get(TOKEN_COOKIE)):
+    cookie = request.cookies.get(TOKEN_COOKIE) or ""
+    if not hmac.compare_digest(cookie.encode(), session_cookie(settings).encode()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=FORBIDDEN)
     if request.method not in SAFE_METHODS and not hmac.compare_digest(
         (await _csrf_from(request)) or "", csrf_token(settings)

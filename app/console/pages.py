@@ -25,6 +25,7 @@ from app.console.auth import (
     console_enabled,
     csrf_token,
     peer_trusted,
+    session_cookie,
     token_matches,
 )
 from app.console.queries import overview, task_summary, timeline, user_tasks
@@ -71,7 +72,7 @@ async def login(
     if not token_matches(settings, token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=FORBIDDEN)
     response = RedirectResponse("/console", status.HTTP_303_SEE_OTHER)
-    for key, value in ((TOKEN_COOKIE, token), (NAME_COOKIE, name.strip())):
+    for key, value in ((TOKEN_COOKIE, session_cookie(settings)), (NAME_COOKIE, name.strip())):
         response.set_cookie(key, value, httponly=True, samesite="strict", path="/console")
     return response
 

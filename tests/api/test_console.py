@@ -225,9 +225,15 @@ async def test_cancel_fences_the_worker_holding_the_task(
         renewed = await queue.renew_lease(
             connection, uuid.UUID(task_id), owner="worker-1", lease_seconds=30
         )
+        completed = await queue.complete_task(
+            connection, uuid.UUID(task_id), owner="worker-1", accuracy=90.0, mistakes=[]
+        )
+        failed = await queue.fail_task(
+            connection, uuid.UUID(task_id), owner="worker-1", comment="transcribing failed: x"
+        )
     finally:
         await connection.close()
-    assert (stored, renewed) == (False, False)
+    assert (stored, renewed, completed, failed) == (False, False, False, False)
     row = await _row(engine, "SELECT status, comment, result FROM tasks WHERE id = :id", id=task_id)
     assert tuple(row) == ("failed", "cancelled by an operator", None)
     detail = json.loads((await _last_event(engine, task_id)).detail)
@@ -344,6 +350,9 @@ async def test_the_pages_render_and_forms_need_the_csrf_token(
     await _fail_in_transcribing(engine, task_id, "transcribing failed: down (after 2 attempts)")
     login = await client.post("/console/login", data={"name": "bob", "token": TOKEN})
     assert login.status_code == 303
+    assert TOKEN not in login.headers["set-cookie"]
+    raw_token_cookie = await client.get("/console", headers={"Cookie": f"{TOKEN_COOKIE}={TOKEN}"})
+    assert raw_token_cookie.status_code == 403
     # The login set the cookies in the client's jar; every request below sends them.
 
     overview = await client.get("/console")
