@@ -375,3 +375,32 @@ async def test_the_pages_render_and_forms_need_the_csrf_token(
     assert (await _row(engine, "SELECT status FROM tasks WHERE id = :id", id=task_id))[
         0
     ] == "transcribing"
+
+
+async def test_the_overview_and_failures_read_the_history(
+    client: httpx.AsyncClient, engine: AsyncEngine, user_id: uuid.UUID
+) -> None:
+    failed = await _task(client, user_id)
+    waiting = await _task(client, uuid.uuid4())
+    await _fail_in_transcribing(engine, failed, "transcribing failed: down (after 3 attempts)")
+
+    figures = (await client.get("/console/api/overview", headers=OPERATOR)).json()
+
+    assert figures["unfinished"] == {"created": 1}
+    assert figures["waiting"] == 1
+    assert sum(figures["failed_per_minute"]) == 1
+    assert sum(figures["completed_per_minute"]) == 0
+    assert [(d["stage"], d["runs"]) for d in figures["durations"]] == [("transcribing", 1)]
+    assert figures["webhook_backlog"] == 0
+
+    mine = await client.get(
+        "/console/failures",
+        params={"user_id": str(user_id), "stage": "transcribing"},
+        headers=OPERATOR,
+    )
+    assert "transcribing failed: down<" in mine.text
+    others = await client.get(
+        "/console/failures", params={"user_id": str(uuid.uuid4())}, headers=OPERATOR
+    )
+    assert "transcribing failed" not in others.text
+    assert waiting not in others.text
