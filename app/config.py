@@ -216,6 +216,10 @@ class Settings(BaseSettings):
             address = address.ipv4_mapped
         return any(address in network for network in self.trusted_clients)
 
+    # The operator console and its API (docs/console.md): off (404) unless a token is set;
+    # only trusted clients presenting it (Bearer header or the console's cookie) get in.
+    operator_token: SecretStr | None = None
+
     # Completion webhooks (see app/webhooks and docs/webhooks.md). One secret, or two
     # separated by a space while rotating: both sign every delivery. Never handed out:
     # each receiver verifies with its own, derived (python -m app.webhooks.secrets URL).

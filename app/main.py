@@ -19,6 +19,7 @@ from app.api.openapi import install_docs, install_openapi
 from app.api.request_observer import RequestObserver
 from app.api.trust import install_forwarded_headers, trust_warning
 from app.config import STAGES, Settings, StageName, load_settings
+from app.console import routes as console
 from app.db.engine import create_database
 from app.db.url import asyncpg_dsn, configured_database_url
 from app.events.hub import EventHub
@@ -222,6 +223,7 @@ def create_app(
     # /tasks before the legacy catch-all POST /{task_id}.
     app.include_router(resources.router)
     app.include_router(streams.router)
+    app.include_router(console.router)
     if settings.serves_demo:
         from app.demo import routes as demo  # a development tool, never in production
 

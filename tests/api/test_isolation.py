@@ -20,6 +20,7 @@ TASK_ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/tasks/{task_id}/deliveries", "header"),
     ("GET", "/tasks/{task_id}/events", "header"),
     ("GET", "/tasks/{task_id}/events", "query"),
+    ("POST", "/tasks/{task_id}/retry", "header"),
 ]
 
 
@@ -35,7 +36,8 @@ def test_every_task_route_is_covered(app: FastAPI) -> None:
     in_app = {
         (method.upper(), path)
         for path, operations in app.openapi()["paths"].items()
-        if "{task_id}" in path
+        # The console's routes are for operators, who see every task (tests/api/test_console).
+        if "{task_id}" in path and not path.startswith("/console/")
         for method in operations
     }
     assert in_app == {(method, path) for method, path, _ in TASK_ROUTES}

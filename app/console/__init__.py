@@ -1,0 +1,1 @@
+"""The operator console (`/console`): overview, failures, a task's timeline, and actions."""
