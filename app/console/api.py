@@ -9,11 +9,17 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from app.api.deps import AuthorizationHeader, ForwardedUserId, RuntimeDep, SettingsDep
-from app.api.identity import resolve_caller
+from app.api.deps import (
+    AuthorizationHeader,
+    ForwardedUserId,
+    RuntimeDep,
+    SettingsDep,
+    caller_user_id,
+)
 from app.api.schemas import UNAUTHENTICATED, ErrorResponse
 from app.console.auth import FORBIDDEN, MaybeOperatorDep, OperatorDep
 from app.console.queries import overview
+from app.console.routing import OperatorRoute, OwnerOrOperatorRoute
 from app.runtime import Runtime
 from app.tasks.failures import FailureFilter
 from app.tasks.retry import action_detail, cancel_task, retry_failed_task, retry_matching
@@ -33,8 +39,10 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "Not in a state this action applies to."},
 }
 
-owner_router = APIRouter(prefix="/tasks", tags=["tasks"])
-router = APIRouter(prefix="/console/api", tags=["console"], responses=OPERATORS_ONLY)
+owner_router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=OwnerOrOperatorRoute)
+router = APIRouter(
+    prefix="/console/api", tags=["console"], responses=OPERATORS_ONLY, route_class=OperatorRoute
+)
 
 
 class ActionRequest(BaseModel):
@@ -100,6 +108,7 @@ async def retry_task(
     responses={**UNAUTHENTICATED, **TASK_ERRORS},
 )
 async def retry_one(
+    request: Request,
     task_id: uuid.UUID,
     runtime: RuntimeDep,
     settings: SettingsDep,
@@ -111,7 +120,7 @@ async def retry_one(
     reason = body.reason if body else ""
     if operator is not None:
         return await retry_task(runtime, task_id, actor=operator, reason=reason, owner=None)
-    owner = resolve_caller(settings, forwarded_user_id=x_user_id, authorization=authorization)
+    owner = await caller_user_id(request, settings, x_user_id, authorization)
     return await retry_task(runtime, task_id, actor="owner", reason=reason, owner=owner)
 
 

@@ -85,6 +85,24 @@ def operator_name(request: Request) -> str:
     return name or f"operator@{host}"
 
 
+def operator_by_bearer(request: Request, settings: Settings) -> bool:
+    """A trusted client presenting the operator token in `Authorization` (scripts)."""
+    if settings.operator_token is None or not peer_trusted(request, settings):
+        return False
+    return token_matches(settings, bearer(request))
+
+
+def operator_by_headers(request: Request, settings: Settings) -> bool:
+    """What the headers alone show: the token, or the login cookie (the CSRF token of a
+    cookie's change is checked later, by `require_operator`, as it may be in the form)."""
+    if settings.operator_token is None or not peer_trusted(request, settings):
+        return False
+    if bearer(request) is not None:
+        return token_matches(settings, bearer(request))
+    cookie = request.cookies.get(TOKEN_COOKIE) or ""
+    return hmac.compare_digest(cookie.encode(), session_cookie(settings).encode())
+
+
 async def require_operator(request: Request, settings: SettingsDep) -> str:
     """The operator's name (for the history); 404 when the console is off, else 403."""
     console_enabled(settings)
@@ -110,11 +128,7 @@ OperatorDep = Annotated[str, Depends(require_operator)]
 
 async def optional_operator(request: Request, settings: SettingsDep) -> str | None:
     """The operator's name when the caller is one, else None (for routes owners share)."""
-    if settings.operator_token is None or not peer_trusted(request, settings):
-        return None
-    if not token_matches(settings, bearer(request)):
-        return None
-    return operator_name(request)
+    return operator_name(request) if operator_by_bearer(request, settings) else None
 
 
 MaybeOperatorDep = Annotated[str | None, Depends(optional_operator)]

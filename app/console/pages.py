@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from sse_starlette import EventSourceResponse
 
@@ -22,13 +22,12 @@ from app.console.auth import (
     NAME_COOKIE,
     TOKEN_COOKIE,
     OperatorDep,
-    console_enabled,
     csrf_token,
-    peer_trusted,
     session_cookie,
     token_matches,
 )
 from app.console.queries import overview, task_summary, timeline, user_tasks
+from app.console.routing import LoginRoute, OperatorRoute
 from app.runtime import Runtime
 from app.tasks.errors import TaskError
 from app.tasks.failures import FailureFilter, failure_groups
@@ -43,27 +42,19 @@ OVERVIEW_EVERY_SECONDS = 2.0
 STREAM_MAX_SECONDS = 3600.0
 BULK_LIMIT = 1000
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=OperatorRoute)
+# The one way in without a session: trusted clients only, and off without a token.
+login_router = APIRouter(prefix="/console", include_in_schema=False, route_class=LoginRoute)
 
 Reason = Annotated[str, Form(max_length=500)]
 
 
-async def login_allowed(request: Request, settings: SettingsDep) -> None:
-    """The login form is for trusted clients only (and, like the rest, off without a token)."""
-    console_enabled(settings)
-    if not peer_trusted(request, settings):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=FORBIDDEN)
-
-
-LoginAllowed = Depends(login_allowed)
-
-
-@router.get("/login", response_class=HTMLResponse, dependencies=[LoginAllowed])
+@login_router.get("/login", response_class=HTMLResponse)
 async def login_form() -> str:
     return views.page("Sign in", views.login_body())
 
 
-@router.post("/login", response_model=None, dependencies=[LoginAllowed])
+@login_router.post("/login", response_model=None)
 async def login(
     settings: SettingsDep,
     name: Annotated[str, Form(max_length=64)],

@@ -9,4 +9,5 @@ from app.console import api, pages
 router = APIRouter()
 router.include_router(api.owner_router)
 router.include_router(api.router)
+router.include_router(pages.login_router)
 router.include_router(pages.router)

@@ -19,8 +19,9 @@ from app.db.history import EventRecord, append_event
 
 _REDELIVER = text(
     """
-    INSERT INTO webhook_deliveries (task_id, event_type, callback_url, payload)
-    SELECT task_id, event_type, callback_url, payload
+    INSERT INTO webhook_deliveries
+        (task_id, user_id, event_type, callback_url, receiver_host, payload)
+    SELECT task_id, user_id, event_type, callback_url, receiver_host, payload
     FROM webhook_deliveries WHERE id = :delivery_id
     RETURNING id, task_id,
               (SELECT status FROM tasks WHERE tasks.id = webhook_deliveries.task_id) AS status

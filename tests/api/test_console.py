@@ -18,7 +18,7 @@ from app.console.auth import CSRF_FIELD, TOKEN_COOKIE, csrf_token
 from app.db.url import asyncpg_dsn
 from app.main import create_app
 from app.pipeline import queue
-from tests.api.helpers import resource_upload
+from tests.api.helpers import call_without_body, resource_upload
 from tests.conftest import make_settings, serve
 
 TOKEN = "operator-secret-token"
@@ -250,9 +250,10 @@ async def test_redeliver_queues_a_new_delivery_of_the_same_payload(
     async with engine.begin() as connection:
         delivery_id = await connection.scalar(
             text(
-                "INSERT INTO webhook_deliveries (task_id, event_type, callback_url, payload, "
-                "state, finished_at) VALUES (:id, 'task.completed', 'https://lms.example/hook', "
-                "'{}'::bytea, 'expired', now()) RETURNING id"
+                "INSERT INTO webhook_deliveries (task_id, user_id, event_type, callback_url, "
+                "receiver_host, payload, state, finished_at) SELECT id, user_id, "
+                "'task.completed', 'https://lms.example/hook', 'lms.example', '{}'::bytea, "
+                "'expired', now() FROM tasks WHERE id = :id RETURNING id"
             ),
             {"id": task_id},
         )
@@ -332,7 +333,7 @@ async def test_an_untrusted_peer_is_refused_even_with_the_token(
             response = await client.request(method, _concrete(path), headers=OPERATOR, json={})
             assert response.status_code == 403, (method, path)
         retry = await client.post(f"/tasks/{uuid.uuid4()}/retry", headers=OPERATOR)
-        assert retry.status_code == 401  # not an operator: an owner without an id
+        assert retry.status_code == 403  # not an operator, and not trusted to name an owner
 
 
 async def test_the_console_is_off_without_a_token(database_url: URL, clean_database: None) -> None:
@@ -404,3 +405,28 @@ async def test_the_overview_and_failures_read_the_history(
     )
     assert "transcribing failed" not in others.text
     assert waiting not in others.text
+
+
+@pytest.mark.parametrize(
+    ("path", "client_host"),
+    [
+        ("/console/api/retries", "127.0.0.1"),
+        (f"/console/api/tasks/{uuid.uuid4()}/cancel", "127.0.0.1"),
+        ("/console/failures/retry", "127.0.0.1"),
+        ("/console/login", "203.0.113.9"),
+        (f"/tasks/{uuid.uuid4()}/retry", "203.0.113.9"),
+    ],
+)
+async def test_a_non_operator_s_body_is_not_read(
+    app: FastAPI, client: httpx.AsyncClient, path: str, client_host: str
+) -> None:
+    """The headers decide, before a byte of a (here 24 MiB) body is asked for."""
+    status, reads = await call_without_body(
+        app,
+        path,
+        [(b"content-type", b"application/json")],
+        client_host=client_host,
+        content_length=24 * 1024 * 1024,
+    )
+    assert reads == 0
+    assert status in (401, 403)
