@@ -63,17 +63,20 @@ class ClaimedTask:
     audio: bytes | None  # the upload, or the preprocessed WAV once that exists
 
 
-# Claims queue up behind one transaction-scoped advisory lock. Without it, claims running
-# at the same moment cannot see each other's uncommitted leases and the per-user cap
-# overshoots; with it, each claim's statement starts after the previous claim committed.
-# The claim reads a bounded number of rows (below) and no audio, so the lock is held for
-# well under a millisecond whatever the backlog. The lock is taken by a statement of its
-# own before the claim's: a statement sees the rows committed before it started, so a
-# claim that waited for the lock inside its own statement would still miss the leases
-# the claims before it committed meanwhile. BEGIN and the lock go as one simple query,
-# so the claim costs three round trips (BEGIN + lock, claim, COMMIT).
-CLAIM_LOCK_KEY = 0x1175_7A5C
-_BEGIN_AND_TAKE_CLAIM_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY})"
+# Claims take no lock shared by all claims: a claim that stalls between its statements (a
+# frozen or cut-off process) must not hold up the others. The per-user cap still holds
+# exactly, because every claim serialises on the row of the user it serves instead:
+# it runs under REPEATABLE READ, locks that user's `queue_users` row (SKIP LOCKED: a user
+# being claimed for elsewhere is passed over, not waited for) and updates it. A claim whose
+# snapshot predates another claim's commit for the same user cannot lock that row (the
+# row changed after its snapshot) and fails with a serialization error; it is retried at
+# once with a fresh snapshot that sees the other claim's lease. A task row claimed
+# meanwhile fails the same way. What a stalled claim holds is one user's row and one task,
+# which others skip until its session is ended by `idle_in_transaction_session_timeout`.
+_BEGIN_CLAIM = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+# Serialization failures only happen when claims race for the same user; a claim that
+# keeps losing gives up and its worker tries again at its next wakeup.
+CLAIM_ATTEMPTS = 20
 
 # The claim, in order of its parts:
 #
@@ -152,6 +155,7 @@ _CLAIM = text(
           ) < :per_user
         ORDER BY u.oldest_unfinished_at, u.user_id
         LIMIT 1
+        FOR UPDATE OF u SKIP LOCKED
     ),
     resumed AS (
         SELECT candidate.*,
@@ -199,6 +203,12 @@ _CLAIM = text(
                   tasks.claim_count, tasks.result, tasks.created_at, tasks.last_event_seq,
                   steps.has_preprocessed_audio, steps.steps
     ),
+    -- The write other claims for this user conflict with (see _BEGIN_CLAIM).
+    serialised AS (
+        UPDATE queue_users q SET oldest_unfinished_at = q.oldest_unfinished_at
+        FROM claimed WHERE q.user_id = claimed.user_id
+        RETURNING q.user_id
+    ),
     {recorded_transitions_sql("claimed")}
     SELECT claimed.id, claimed.user_id, claimed.text_id, claimed.status,
            claimed.stage_attempts, claimed.claim_count, claimed.result, claimed.created_at,
@@ -220,23 +230,28 @@ async def claim_next_task(
     """Lease the next task to `owner` and move it into its stage, in a transaction of its own.
 
     `connection` must be outside a transaction. The task comes without its audio: read it
-    with `with_stage_audio`, after this commit, so the bytes are not read while the claim
-    lock is held.
+    with `with_stage_audio`, after this commit, so the bytes are not read while the claim's
+    row locks are held.
     """
-    await connection.execute(_BEGIN_AND_TAKE_CLAIM_LOCK)
-    try:
-        row = await _CLAIM_STATEMENT.fetchrow(
-            connection,
-            owner=owner,
-            lease=lease_seconds,
-            per_user=per_user,
-            max_claims=max_claims,
-        )
-        await connection.execute("COMMIT")
-    except BaseException:
-        if not connection.is_closed() and connection.is_in_transaction():
+    row = None
+    for _ in range(CLAIM_ATTEMPTS):
+        await connection.execute(_BEGIN_CLAIM)
+        try:
+            row = await _CLAIM_STATEMENT.fetchrow(
+                connection,
+                owner=owner,
+                lease=lease_seconds,
+                per_user=per_user,
+                max_claims=max_claims,
+            )
+            await connection.execute("COMMIT")
+            break
+        except asyncpg.SerializationError:
             await connection.execute("ROLLBACK")
-        raise
+        except BaseException:
+            if not connection.is_closed() and connection.is_in_transaction():
+                await connection.execute("ROLLBACK")
+            raise
     if row is None:
         return None
     return ClaimedTask(

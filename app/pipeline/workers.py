@@ -179,6 +179,9 @@ class WorkerPool:
         if held is None:
             await self._idle()
             return
+        # A sibling that found this task's user being claimed passed the user over and went
+        # idle (claims skip a locked user, see `queue`): let it look again.
+        self.wakeup.notify()
         self.held += 1
         try:
             await self.runner.run(held)
