@@ -286,13 +286,18 @@ async def with_stage_audio(connection: asyncpg.Connection, task: ClaimedTask) ->
 
 
 # The stage writes. Each is the task's UPDATE, fenced by the lease; `recorded` adds the
-# history row (kind, stage, attempt, detail) and the NOTIFY to the same statement.
+# history row (kind, stage, attempt, detail) and the NOTIFY to the same statement, only
+# for a row the UPDATE moved.
 _HELD = (Task.id == bindparam("task_id")) & (Task.lease_owner == bindparam("owner"))
+# The writes that keep the lease are also fenced by the stage they finish: a write retried
+# after an ambiguous commit (it committed, the answer was lost) finds the task moved on
+# and changes nothing, so no second history row or NOTIFY.
+_IN_STAGE = _HELD & (Task.status == bindparam("expected_status"))
 _NO_LEASE = {"lease_owner": None, "lease_expires_at": None}
 
 _PREPROCESSED = DriverStatement.compile(
     recorded(
-        update(Task).where(_HELD).values(status=bindparam("next_status"), stage_attempts=0),
+        update(Task).where(_IN_STAGE).values(status=bindparam("next_status"), stage_attempts=0),
         alongside=lambda moved: (
             insert(TaskAudio)
             .from_select(
@@ -321,7 +326,7 @@ _PREPROCESSED = DriverStatement.compile(
 _TRANSCRIBED = DriverStatement.compile(
     recorded(
         update(Task)
-        .where(_HELD)
+        .where(_IN_STAGE)
         .values(status=bindparam("next_status"), result=bindparam("result"), stage_attempts=0)
     )
 )
@@ -329,7 +334,7 @@ _TRANSCRIBED = DriverStatement.compile(
 _COMPLETE = DriverStatement.compile(
     recorded(
         update(Task)
-        .where(_HELD)
+        .where(_IN_STAGE)
         .values(
             status=bindparam("next_status"),
             accuracy=bindparam("accuracy"),
@@ -388,6 +393,7 @@ async def store_preprocessed_audio(
         _PREPROCESSED,
         task_id=task_id,
         owner=owner,
+        expected_status=TaskStatus.PREPROCESSING.value,
         next_status=TaskStatus.TRANSCRIBING.value,
         wav=wav,
         size=len(wav),
@@ -403,6 +409,7 @@ async def store_transcription(
         _TRANSCRIBED,
         task_id=task_id,
         owner=owner,
+        expected_status=TaskStatus.TRANSCRIBING.value,
         next_status=TaskStatus.EVALUATING.value,
         result=transcription,
     )
@@ -422,6 +429,7 @@ async def complete_task(
         _COMPLETE,
         task_id=task_id,
         owner=owner,
+        expected_status=TaskStatus.EVALUATING.value,
         next_status=TaskStatus.COMPLETED.value,
         accuracy=accuracy,
         # As JSON text: the connection's jsonb codec (SQLAlchemy's) takes a string.
@@ -463,6 +471,25 @@ async def release_for_retry(
         attempts=attempts,
         delay=delay_seconds,
         reason=reason,
+    )
+
+
+# A completed task no longer names its owner: completion is final, whoever wrote it.
+_MOVED_TO = DriverStatement.compile(
+    text(
+        "SELECT 1 FROM tasks WHERE id = :task_id AND status = :status "
+        "AND (lease_owner = :owner OR status = 'completed')"
+    )
+)
+
+
+async def moved_to(
+    connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str, status: TaskStatus
+) -> bool:
+    """Is the task at `status` under `owner`'s lease (or completed)?"""
+    return (
+        await _MOVED_TO.fetchval(connection, task_id=task_id, owner=owner, status=status.value)
+        is not None
     )
 
 

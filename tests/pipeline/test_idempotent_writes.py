@@ -1,0 +1,81 @@
+"""A stage write retried after an ambiguous commit changes nothing the second time."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.status import TaskStatus
+from app.pipeline import queue
+from tests.pipeline.test_claims import add_tasks, claim, driver, history
+
+pytestmark = pytest.mark.usefixtures("clean_database")
+
+
+async def test_each_stage_write_run_twice_records_one_transition(engine: AsyncEngine) -> None:
+    await add_tasks(engine, uuid.uuid4(), 1)
+    async with engine.connect() as locked:
+        await locked.execute(text("SELECT pg_advisory_lock(hashtextextended('me', 0))"))
+        await locked.commit()
+        claimed = await claim(engine, "me")
+        assert claimed is not None
+        async with engine.connect() as connection:
+            raw = await driver(connection)
+            writes = [
+                (
+                    lambda: queue.store_preprocessed_audio(
+                        raw, claimed.id, owner="me", wav=b"RIFF"
+                    ),
+                    TaskStatus.TRANSCRIBING,
+                ),
+                (
+                    lambda: queue.store_transcription(
+                        raw, claimed.id, owner="me", transcription="a"
+                    ),
+                    TaskStatus.EVALUATING,
+                ),
+                (
+                    lambda: queue.complete_task(
+                        raw, claimed.id, owner="me", accuracy=1.0, mistakes=[]
+                    ),
+                    TaskStatus.COMPLETED,
+                ),
+            ]
+            for write, reached in writes:
+                assert await write() is True
+                # The retry of a write whose commit went through: nothing moves...
+                assert await write() is False
+                # ...and the runner learns that the first try took effect.
+                assert await queue.moved_to(raw, claimed.id, owner="me", status=reached)
+        await locked.execute(text("SELECT pg_advisory_unlock_all()"))
+        await locked.commit()
+
+    assert [status for _, _, status in await history(engine, claimed.id)] == [
+        "started",
+        "preprocessing",
+        "transcribing",
+        "evaluating",
+        "completed",
+    ]
+
+
+async def test_a_write_of_another_owner_has_not_moved_the_task(engine: AsyncEngine) -> None:
+    await add_tasks(engine, uuid.uuid4(), 1)
+    async with engine.connect() as locked:
+        await locked.execute(text("SELECT pg_advisory_lock(hashtextextended('me', 0))"))
+        await locked.commit()
+        claimed = await claim(engine, "me")
+        assert claimed is not None
+        async with engine.connect() as connection:
+            raw = await driver(connection)
+            assert not await queue.store_transcription(
+                raw, claimed.id, owner="me", transcription="out of order"
+            )
+            assert not await queue.moved_to(
+                raw, claimed.id, owner="someone else", status=TaskStatus.PREPROCESSING
+            )
+        await locked.execute(text("SELECT pg_advisory_unlock_all()"))
+        await locked.commit()
