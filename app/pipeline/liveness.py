@@ -25,8 +25,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
+from app.db.sessions import SessionOptions, connect
 from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
@@ -48,9 +47,11 @@ class OwnerLock:
         on_held: Callable[[], None],
         application_name: str = "task-manager",
         max_backoff: float = 5.0,
+        options: SessionOptions | None = None,
     ) -> None:
         self.owner = owner
         self._dsn = dsn
+        self._options = options or SessionOptions()
         self._new_owner = new_owner
         self._on_renamed = on_renamed
         self._on_held = on_held
@@ -78,10 +79,8 @@ class OwnerLock:
 
     async def _hold(self) -> None:
         """Connect, take the lock and hold it until the connection ends."""
-        connection = await asyncpg.connect(
-            self._dsn,
-            timeout=10,
-            server_settings={"application_name": f"{self._application_name}/liveness"},
+        connection = await connect(
+            self._dsn, self._options, application_name=f"{self._application_name}/liveness"
         )
         try:
             lost = asyncio.Event()
@@ -126,4 +125,9 @@ class OwnerLock:
                 await asyncio.wait_for(lost.wait(), timeout=WATCH_INTERVAL_SECONDS)
             if lost.is_set():
                 return
-            await asyncio.wait_for(connection.execute("SELECT 1"), timeout=WATCH_TIMEOUT_SECONDS)
+            if await asyncio.wait_for(
+                connection.fetchval("SELECT pg_is_in_recovery()"), timeout=WATCH_TIMEOUT_SECONDS
+            ):
+                # A demoted primary: claims made on the new one must see this lock there.
+                log.warning("liveness lock: the server is read-only now; reconnecting")
+                return

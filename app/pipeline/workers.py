@@ -71,6 +71,7 @@ class WorkerPool:
             on_renamed=self._renamed,
             on_held=self.wakeup.notify,  # claims found nothing while the lock was away
             application_name=settings.service_name,
+            options=database.options,
         )
 
     def start(self) -> None:

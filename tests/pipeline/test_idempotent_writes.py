@@ -24,25 +24,26 @@ async def test_each_stage_write_run_twice_records_one_transition(engine: AsyncEn
         assert claimed is not None
         async with engine.connect() as connection:
             raw = await driver(connection)
+
+            async def preprocessed() -> bool:
+                return await queue.store_preprocessed_audio(
+                    raw, claimed.id, owner="me", wav=b"RIFF"
+                )
+
+            async def transcribed() -> bool:
+                return await queue.store_transcription(
+                    raw, claimed.id, owner="me", transcription="a"
+                )
+
+            async def completed() -> bool:
+                return await queue.complete_task(
+                    raw, claimed.id, owner="me", accuracy=1.0, mistakes=[]
+                )
+
             writes = [
-                (
-                    lambda: queue.store_preprocessed_audio(
-                        raw, claimed.id, owner="me", wav=b"RIFF"
-                    ),
-                    TaskStatus.TRANSCRIBING,
-                ),
-                (
-                    lambda: queue.store_transcription(
-                        raw, claimed.id, owner="me", transcription="a"
-                    ),
-                    TaskStatus.EVALUATING,
-                ),
-                (
-                    lambda: queue.complete_task(
-                        raw, claimed.id, owner="me", accuracy=1.0, mistakes=[]
-                    ),
-                    TaskStatus.COMPLETED,
-                ),
+                (preprocessed, TaskStatus.TRANSCRIBING),
+                (transcribed, TaskStatus.EVALUATING),
+                (completed, TaskStatus.COMPLETED),
             ]
             for write, reached in writes:
                 assert await write() is True
