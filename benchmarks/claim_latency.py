@@ -110,8 +110,9 @@ class Scenario:
                 self.heavy_backlog,
             )
             await connection.execute(
-                """
+                f"""
                 UPDATE tasks SET lease_owner = $1, status = 'preprocessing', leased_at = now(),
+                    leased_on = {queue.SERVER_IDENTITY_SQL},
                     lease_expires_at = now() + interval '1 hour'
                 WHERE id IN (SELECT id FROM tasks ORDER BY created_at LIMIT $2)
                 """,

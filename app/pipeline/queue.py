@@ -78,6 +78,18 @@ _BEGIN_CLAIM = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 # keeps losing gives up and its worker tries again at its next wakeup.
 CLAIM_ATTEMPTS = 20
 
+# The server a lease's liveness lock lives on: the cluster, its timeline and the start of
+# its postmaster. Advisory locks are not replicated and vanish at a restart, so a lock is
+# evidence only on the server that stamped the lease. A restart changes the start time; a
+# promotion changes the timeline (read from the WAL position: `pg_control_checkpoint()`
+# catches up only at the first checkpoint after the promotion). NULL on a standby.
+SERVER_IDENTITY_SQL = (
+    "CASE WHEN NOT pg_is_in_recovery() THEN "
+    "(SELECT system_identifier FROM pg_control_system())::text"
+    " || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+    " || '/' || extract(epoch FROM pg_postmaster_start_time())::text END"
+)
+
 # The claim, in order of its parts:
 #
 # `live`: owner liveness. Each worker process holds a session-level advisory lock on
@@ -88,17 +100,19 @@ CLAIM_ATTEMPTS = 20
 # under that lock.
 #
 # A lease is *dead* (the three-line test that appears twice) when its owner's lock is
-# free and the lease was last stamped (claim or renewal, `leased_at`) after this server
-# started. Claims and renewals stamp `leased_at` only while the owner's lock is held, and
-# an owner never takes the same key again within one server lifetime (a process whose
-# lock connection drops without a server restart takes a new owner name). So a free lock
-# behind a lease stamped in this server lifetime means that lock session has ended: the
-# process died, or it was cut off and has abandoned that name; its late writes are fenced
-# off by `lease_owner`. A server restart frees every lock at once, live owners included,
-# until they reconnect; leases stamped before it are therefore judged by the clock alone
-# (`lease_expires_at`): a live owner re-takes its lock and its next renewal stamps the
-# lease again, and a process that died across the restart loses its tasks when their
-# leases run out. Two live processes never take each other's tasks after a restart.
+# free and the lease was last stamped (claim or renewal, `leased_at`, `leased_on`) on this
+# server (`SERVER_IDENTITY_SQL`: same cluster, timeline and postmaster start). Claims and
+# renewals stamp the lease only while the owner's lock is held, and an owner never takes
+# the same key again on one server (a process whose lock connection drops while the
+# server runs on takes a new owner name). So a free lock behind a lease stamped on this
+# server means that lock session has ended: the process died, or it was cut off and has
+# abandoned that name; its late writes are fenced off by `lease_owner`. A restart or a
+# promotion (a standby that takes over has none of the primary's locks) frees every lock
+# at once, live owners included, until they reconnect; leases stamped before it are
+# therefore judged by the clock alone (`lease_expires_at`): a live owner re-takes its lock
+# and its next renewal stamps the lease again, and a process that died across the
+# failover loses its tasks when their leases run out. Two live processes never take each
+# other's tasks after a restart or a failover.
 #
 # `candidate`: users, not tasks, are walked. `queue_users` lists each user with unfinished
 # tasks in the order of their oldest one (kept by triggers on `tasks`, see migration 0002).
@@ -116,12 +130,13 @@ CLAIM_ATTEMPTS = 20
 _CLAIM = text(
     f"""
     WITH live AS MATERIALIZED (
-        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}') AS keys
+        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}') AS keys,
+               {SERVER_IDENTITY_SQL} AS server
         FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
     ),
     candidate AS (
-        SELECT pick.* FROM live CROSS JOIN queue_users u
+        SELECT pick.*, live.server FROM live CROSS JOIN queue_users u
         CROSS JOIN LATERAL (
             SELECT t.id, t.status, t.result, t.claim_count, t.lease_expires_at FROM tasks t
             WHERE t.user_id = u.user_id
@@ -132,7 +147,7 @@ _CLAIM = text(
                   OR t.lease_expires_at < now()
                   OR (
                       t.lease_owner IS NOT NULL
-                      AND t.leased_at > pg_postmaster_start_time()
+                      AND t.leased_on = live.server
                       AND NOT hashtextextended(t.lease_owner, 0) = ANY(live.keys)
                   )
               )
@@ -149,7 +164,7 @@ _CLAIM = text(
                 AND busy.lease_expires_at >= now()
                 AND NOT (
                     busy.lease_owner IS NOT NULL
-                    AND busy.leased_at > pg_postmaster_start_time()
+                    AND busy.leased_on = live.server
                     AND NOT hashtextextended(busy.lease_owner, 0) = ANY(live.keys)
                 )
           ) < :per_user
@@ -193,6 +208,7 @@ _CLAIM = text(
             lease_owner = :owner,
             lease_expires_at = now() + make_interval(secs => :lease),
             leased_at = now(),
+            leased_on = steps.server,
             claim_count = steps.new_claim_count,
             status = steps.entered,
             last_event_seq = tasks.last_event_seq + cardinality(steps.steps),
@@ -518,15 +534,18 @@ async def seconds_until_next_due(connection: asyncpg.Connection) -> float | None
 # the claim's dead-lease test); without it, the renewal still extends the clock.
 _RENEW = DriverStatement.compile(
     text(
-        """
+        f"""
     WITH live AS MATERIALIZED (
-        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
+        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}') AS keys,
+               {SERVER_IDENTITY_SQL} AS server
         FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
     )
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease),
         leased_at = CASE WHEN hashtextextended(:owner, 0) = ANY(live.keys)
-                         THEN now() ELSE leased_at END
+                         THEN now() ELSE leased_at END,
+        leased_on = CASE WHEN hashtextextended(:owner, 0) = ANY(live.keys)
+                         THEN live.server ELSE leased_on END
     FROM live
     WHERE id = :task_id AND lease_owner = :owner
     RETURNING id
