@@ -14,7 +14,11 @@ def configured_database_url(settings: Settings) -> URL:
     query: dict[str, str | tuple[str, ...]] = {}
     if len(servers) > 1:
         # A host list goes in the query, as SQLAlchemy's asyncpg dialect takes it.
-        query = {"host": tuple(f"{name}:{number}" for name, number in servers)}
+        query = {
+            "host": tuple(f"{name}:{number}" for name, number in servers),
+            # Whichever of them accepts writes (migrations included).
+            "target_session_attrs": "read-write",
+        }
         host = port = None
     elif host and host.startswith("/"):
         # A Unix socket directory cannot sit in the URL's host part; asyncpg takes it as a query.
