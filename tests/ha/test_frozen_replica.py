@@ -1,0 +1,106 @@
+"""A replica frozen inside a claim holds no other replica up."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.url import asyncpg_dsn
+from app.pipeline import queue
+from tests.fakes import FakeServices, audio_for, new_marker
+from tests.pipeline.conftest import wait_terminal
+from tests.pipeline.test_claims import add_tasks
+from tests.postgres import SessionPostgres
+from tests.process import ROOT, ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+NEW_TASKS = 6
+
+
+async def _claim_latencies(dsn: str, count: int) -> list[float]:
+    """Claims (rolled back, so each faces the same queue) from a connection of our own."""
+    lock = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await lock.execute("SELECT pg_advisory_lock(hashtextextended('measuring', 0))")
+        latencies = []
+        for _ in range(count):
+            started = time.perf_counter()
+            await connection.execute(queue._BEGIN_CLAIM)
+            await queue._CLAIM_STATEMENT.fetchrow(
+                connection, owner="measuring", lease=30, per_user=100, max_claims=20
+            )
+            await connection.execute("ROLLBACK")
+            latencies.append(time.perf_counter() - started)
+        return latencies
+    finally:
+        await connection.close()
+        await lock.close()
+
+
+async def test_a_replica_frozen_inside_a_claim_holds_up_no_other(
+    postgres: SessionPostgres,
+    database_url: URL,
+    engine: AsyncEngine,
+    fakes: FakeServices,
+    tmp_path: Path,
+    clean_database: None,
+) -> None:
+    await add_tasks(engine, uuid.uuid4(), 1)  # the frozen replica's task
+    dsn = asyncpg_dsn(database_url)
+    frozen = subprocess.Popen(
+        [sys.executable, "-m", "tests.ha.frozen_claimer", dsn, "frozen-replica"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert frozen.stdout is not None
+        assert frozen.stdout.readline().strip() == b"claimed"
+        frozen.send_signal(signal.SIGSTOP)
+        await add_tasks(engine, uuid.uuid4(), 20)  # a backlog for the measured claims
+        latencies = await _claim_latencies(dsn, 200)
+        environment = {
+            **postgres.environment(database_url),
+            **fakes.environment(),
+            "MANAGER_DEBUG_MODE": "false",
+            "MANAGER_WORKER_CONCURRENCY": "4",
+            "MANAGER_WORKER_POLL_SECONDS": "1",
+            "MANAGER_MAX_ACTIVE_TASKS_PER_USER": "100",
+        }
+        with ServiceProcess(environment, tmp_path / "a.log") as replica:
+            async with httpx.AsyncClient(base_url=replica.base_url, timeout=10) as client:
+                ids = []
+                for _ in range(NEW_TASKS):
+                    response = await client.post(
+                        "/tasks",
+                        data={"title": "frozen", "text_id": str(uuid.uuid4())},
+                        files={"file": ("a.pcm", audio_for(new_marker()), "audio/pcm")},
+                        headers={"X-User-Id": str(uuid.uuid4())},
+                    )
+                    assert response.status_code == 201, response.text
+                    ids.append(str(response.json()["id"]))
+            rows = await asyncio.gather(*(wait_terminal(engine, i, within=60) for i in ids))
+        # Still frozen, still inside its transaction: nothing waited for it.
+        assert frozen.poll() is None
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        frozen.kill()
+        frozen.wait(timeout=10)
+    assert [row["status"] for row in rows] == ["completed"] * NEW_TASKS
+    median = statistics.median(latencies) * 1000
+    p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1] * 1000
+    print(f"\nclaim latency while a replica is frozen in a claim: p50 {median:.2f} ms, "
+          f"p99 {p99:.2f} ms")  # fmt: skip
