@@ -51,6 +51,14 @@ async def _claim_latencies(dsn: str, count: int) -> list[float]:
         await lock.close()
 
 
+def _frozen_claimer(dsn: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.ha.frozen_claimer", dsn, "frozen-replica"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+
+
 async def test_a_replica_frozen_inside_a_claim_holds_up_no_other(
     postgres: SessionPostgres,
     database_url: URL,
@@ -61,11 +69,7 @@ async def test_a_replica_frozen_inside_a_claim_holds_up_no_other(
 ) -> None:
     await add_tasks(engine, uuid.uuid4(), 1)  # the frozen replica's task
     dsn = asyncpg_dsn(database_url)
-    frozen = subprocess.Popen(
-        [sys.executable, "-m", "tests.ha.frozen_claimer", dsn, "frozen-replica"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
+    frozen = _frozen_claimer(dsn)
     try:
         assert frozen.stdout is not None
         assert frozen.stdout.readline().strip() == b"claimed"
