@@ -171,6 +171,9 @@ async def time_claims(
     reads: list[float] = []
     deadline = time.monotonic() + budget
     prepared = await connection.prepare(statement)
+    # The prepare leaves the server inside an implicit transaction (asyncpg ends it with no
+    # Sync), where BEGIN ISOLATION LEVEL fails: a simple query closes it.
+    await connection.execute("SELECT 1")
     while len(claims) < count and time.monotonic() < deadline:
         started = time.perf_counter()
         # As `queue.claim_next_task` runs it: REPEATABLE READ, no lock shared by all claims.
