@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -10,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.status import TaskStatus
 from app.pipeline import queue
+from tests.fakes import FakeServices
+from tests.pipeline.conftest import Uploader, event_log, wait_terminal
 from tests.pipeline.test_claims import add_tasks, claim, driver, history
 
 pytestmark = pytest.mark.usefixtures("clean_database")
@@ -80,3 +83,32 @@ async def test_a_write_of_another_owner_has_not_moved_the_task(engine: AsyncEngi
             )
         await locked.execute(text("SELECT pg_advisory_unlock_all()"))
         await locked.commit()
+
+
+async def test_a_write_whose_answer_was_lost_is_not_repeated(
+    uploader: Uploader, fakes: FakeServices, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The transcription's write commits, then the connection drops before the answer: the
+    # runner retries it, the retry changes nothing, and the task goes on as written.
+    real = queue.store_transcription
+    lost = []
+
+    async def commits_then_drops(connection: Any, *args: Any, **kwargs: Any) -> bool:
+        moved = await real(connection, *args, **kwargs)
+        if not lost:
+            lost.append(moved)
+            raise ConnectionResetError("the answer was lost")
+        return moved
+
+    monkeypatch.setattr(queue, "store_transcription", commits_then_drops)
+    task_id, marker = await uploader.create()
+
+    row = await wait_terminal(engine, task_id)
+
+    assert row["status"] == "completed", row["comment"]
+    assert lost == [True]
+    assert len(fakes.transcribing.calls_for(marker)) == 1  # not called again
+    statuses = [event["status"] for event in await event_log(engine, task_id)]
+    assert statuses == [
+        "created", "started", "preprocessing", "transcribing", "evaluating", "completed"
+    ]  # fmt: skip
