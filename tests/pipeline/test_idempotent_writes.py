@@ -91,7 +91,7 @@ async def test_a_write_whose_answer_was_lost_is_not_repeated(
     # The transcription's write commits, then the connection drops before the answer: the
     # runner retries it, the retry changes nothing, and the task goes on as written.
     real = queue.store_transcription
-    lost = []
+    lost: list[bool] = []
 
     async def commits_then_drops(connection: Any, *args: Any, **kwargs: Any) -> bool:
         moved = await real(connection, *args, **kwargs)
