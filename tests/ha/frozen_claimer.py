@@ -17,10 +17,14 @@ from app.pipeline import queue
 
 
 async def main(dsn: str, owner: str) -> None:
-    lock = await asyncpg.connect(dsn)
+    lock = await asyncpg.connect(dsn, server_settings={"application_name": "frozen-replica"})
     await lock.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", owner)
     claiming = await asyncpg.connect(
-        dsn, server_settings={"idle_in_transaction_session_timeout": "0"}
+        dsn,
+        server_settings={
+            "application_name": "frozen-replica",
+            "idle_in_transaction_session_timeout": "0",
+        },
     )
     await claiming.execute(queue._BEGIN_CLAIM)
     row = await queue._CLAIM_STATEMENT.fetchrow(

@@ -9,14 +9,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.db.migrations import upgrade_to_head
 from app.db.url import asyncpg_dsn
 from app.pipeline import queue
 from tests.fakes import FakeServices, audio_for, new_marker
@@ -24,6 +26,7 @@ from tests.pipeline.conftest import wait_terminal
 from tests.pipeline.test_claims import add_tasks
 from tests.postgres import SessionPostgres
 from tests.process import ROOT, ServiceProcess
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -59,14 +62,26 @@ def _frozen_claimer(dsn: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.fixture
+async def own_database(postgres: SessionPostgres) -> AsyncIterator[tuple[URL, AsyncEngine]]:
+    """A database of its own: the frozen transaction and its churn stay out of the others'."""
+    url = await postgres.create_database("ilps_frozen")
+    await upgrade_to_head(url)
+    engine = create_async_engine(url)
+    try:
+        yield url, engine
+    finally:
+        await engine.dispose()
+        await postgres.drop_database(url)
+
+
 async def test_a_replica_frozen_inside_a_claim_holds_up_no_other(
     postgres: SessionPostgres,
-    database_url: URL,
-    engine: AsyncEngine,
+    own_database: tuple[URL, AsyncEngine],
     fakes: FakeServices,
     tmp_path: Path,
-    clean_database: None,
 ) -> None:
+    database_url, engine = own_database
     await add_tasks(engine, uuid.uuid4(), 1)  # the frozen replica's task
     dsn = asyncpg_dsn(database_url)
     frozen = _frozen_claimer(dsn)
@@ -103,6 +118,17 @@ async def test_a_replica_frozen_inside_a_claim_holds_up_no_other(
         frozen.send_signal(signal.SIGCONT)
         frozen.kill()
         frozen.wait(timeout=10)
+
+    async def sessions_gone() -> bool:
+        async with engine.connect() as connection:
+            left = await connection.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": "frozen-replica"},
+            )
+        return bool(left == 0)
+
+    # Its database is dropped next: its open transaction must have ended by then.
+    await eventually(sessions_gone, within=30, message="the frozen replica's sessions to end")
     assert [row["status"] for row in rows] == ["completed"] * NEW_TASKS
     median = statistics.median(latencies) * 1000
     p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1] * 1000
