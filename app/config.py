@@ -100,8 +100,16 @@ class Settings(BaseSettings):
     db_postgres_host: str | None = None
     db_postgres_user: str = "service_task_manager"
     db_postgres_name: str = "tasks"
-    db_postgres_port: int = Field(default=5432, ge=1, le=65535)
+    # One port, or one per host of a host list (`h1,h2` with `p1,p2`, as libpq takes them).
+    db_postgres_port: Annotated[int | tuple[int, ...], NoDecode] = 5432
     db_pool_size: int = Field(default=10, ge=1)
+    # Bounds on every database session, so a frozen or cut-off process cannot hold up the
+    # others (see app/db/sessions.py and docs/operations.md).
+    db_statement_timeout_seconds: float = Field(default=30.0, gt=0)
+    db_lock_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_idle_in_transaction_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_keepalive_idle_seconds: int = Field(default=5, ge=1)
+    db_tcp_user_timeout_seconds: float = Field(default=10.0, gt=0)
     db_embedded_data_dir: Path = Path(".data/postgres")
 
     service_preprocessing: PreprocessingService = Field(default_factory=PreprocessingService)
@@ -182,6 +190,31 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = None
     # A JSON request body larger than this is refused with 413 while it streams in.
     json_body_max_kb: float = Field(default=64, gt=0)
+
+    @field_validator("db_postgres_port", mode="before")
+    @classmethod
+    def _parse_ports(cls, value: object) -> object:
+        if isinstance(value, str):
+            ports = tuple(int(part) for part in value.split(",") if part.strip())
+            if not ports or any(not 1 <= port <= 65535 for port in ports):
+                raise ValueError("ports must be between 1 and 65535")
+            return ports[0] if len(ports) == 1 else ports
+        return value
+
+    def database_hosts(self) -> list[tuple[str, int]]:
+        """The configured servers as (host, port): one port for all, or one per host."""
+        if not self.db_postgres_host:
+            return []
+        hosts = [host.strip() for host in self.db_postgres_host.split(",") if host.strip()]
+        ports = self.db_postgres_port
+        if isinstance(ports, int):
+            return [(host, ports) for host in hosts]
+        if len(ports) != len(hosts):
+            raise ConfigurationError(
+                "MANAGER_DB_POSTGRES_PORT must name one port, or one per host of "
+                "MANAGER_DB_POSTGRES_HOST"
+            )
+        return list(zip(hosts, ports, strict=True))
 
     @field_validator("trusted_clients", mode="before")
     @classmethod
@@ -335,6 +368,7 @@ class Settings(BaseSettings):
 
     def check_consistent(self) -> None:
         """Refuse settings that contradict each other, naming both variables."""
+        self.database_hosts()  # as many ports as hosts, or one
         base, cap = self.pipeline_backoff_base_seconds, self.pipeline_backoff_max_seconds
         if base > cap:
             raise ConfigurationError(

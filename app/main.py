@@ -21,6 +21,7 @@ from app.api.trust import install_forwarded_headers, trust_warning
 from app.config import STAGES, Settings, StageName, load_settings
 from app.console import routes as console
 from app.db.engine import create_database
+from app.db.sessions import SessionOptions
 from app.db.url import asyncpg_dsn, configured_database_url
 from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
@@ -102,7 +103,10 @@ def create_app(
                 log.warning("%s", warning)
             url = database_url or await _database_url(settings, stack)
             database = create_database(
-                url, pool_size=settings.db_pool_size, application_name=settings.service_name
+                url,
+                pool_size=settings.db_pool_size,
+                application_name=settings.service_name,
+                options=SessionOptions.from_settings(settings),
             )
             stack.push_async_callback(database.dispose)
             service_urls = await _service_urls(settings, stack)
@@ -110,7 +114,9 @@ def create_app(
             tls = httpx.create_ssl_context(trust_env=False)
             clients = create_stage_clients(settings, metrics, service_urls, tls)
             stack.push_async_callback(clients.aclose)
-            listener = TaskEventListener(asyncpg_dsn(url), application_name=settings.service_name)
+            listener = TaskEventListener(
+                asyncpg_dsn(url), application_name=settings.service_name, options=database.options
+            )
             workers = WorkerPool(settings, database, clients, metrics)
             hub = EventHub(
                 database,

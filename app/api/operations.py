@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from app.api.deps import RuntimeDep
-from app.db.migrations import current_revision, head_revision
+from app.db.migrations import current_revision, head_revision, serving_address
 from app.pipeline.clients import ServiceClient
 from app.runtime import Runtime
 
@@ -24,6 +24,12 @@ class DatabaseReadiness(BaseModel):
     schema_revision: str | None = Field(description="The migration the database is at.")
     expected_revision: str | None = Field(description="The newest migration of this build.")
     error: str | None = None
+    host: str | None = Field(
+        default=None,
+        description="The server answering (with a host list, the primary); "
+        "null over a Unix socket.",
+    )
+    port: int | None = None
 
 
 class ListenerReadiness(BaseModel):
@@ -134,6 +140,7 @@ async def _database_readiness(runtime: Runtime) -> DatabaseReadiness:
     try:
         async with asyncio.timeout(HEALTH_PROBE_SECONDS), runtime.database.sessions() as session:
             current = await current_revision(session)
+            host, port = await serving_address(session)
     except Exception as error:
         return DatabaseReadiness(
             ok=False,
@@ -147,6 +154,8 @@ async def _database_readiness(runtime: Runtime) -> DatabaseReadiness:
         schema_revision=current,
         expected_revision=expected,
         error=None if at_head else "the schema is not at the latest migration",
+        host=host,
+        port=port,
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import URL, ClauseElement
+from sqlalchemy import URL, ClauseElement, event
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
+
+from app.db.sessions import SessionOptions
 
 # A pooled connection found closed (the server restarted, the socket dropped) is replaced
 # before use, up to this many times: after a restart every idle connection is dead.
@@ -39,6 +41,8 @@ class Database:
     # asyncpg applies only when it opens a transaction) would cost BEGIN and COMMIT
     # round trips, about 1.7 times the latency of a one-query read on loopback.
     autocommit_sessions: async_sessionmaker[AsyncSession]
+    # What every connection sets up (the pool's; the dedicated ones take the same).
+    options: SessionOptions
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -67,10 +71,13 @@ class Database:
             if (
                 raw.is_closed()
                 or not isinstance(error, asyncpg.PostgresError)
-                or isinstance(error, asyncpg.PostgresConnectionError)
+                or isinstance(
+                    error, asyncpg.PostgresConnectionError | asyncpg.ReadOnlySQLTransactionError
+                )
             ):
                 # Closed, or a statement cut off midway (cancelled, interface error): the
-                # protocol state is unknown, so the connection is not reused.
+                # protocol state is unknown, so the connection is not reused. A server that
+                # refuses writes is a demoted primary: the next connection finds the new one.
                 with contextlib.suppress(Exception):
                     await greenlet_spawn(pooled.invalidate)
             raise
@@ -122,13 +129,20 @@ class DriverStatement:
         return list(await connection.fetch(self.sql, *self.args(params)))
 
 
-def create_database(url: URL, *, pool_size: int, application_name: str) -> Database:
+def create_database(
+    url: URL,
+    *,
+    pool_size: int,
+    application_name: str,
+    options: SessionOptions | None = None,
+) -> Database:
     """Build the engine.
 
     No `pool_pre_ping`: it costs a round trip per checkout. After a database restart the
     first statement on a dead connection fails, SQLAlchemy then discards the whole pool,
     and the pipeline retries its writes (see `TaskRunner._write`).
     """
+    options = options or SessionOptions()
     engine = create_async_engine(
         url,
         pool_size=pool_size,
@@ -136,8 +150,13 @@ def create_database(url: URL, *, pool_size: int, application_name: str) -> Datab
         pool_recycle=1800,
         # A statement's error is logged without its values: titles, user ids, callback URLs.
         hide_parameters=True,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args=options.connect_args(application_name),
     )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _tune(dbapi_connection: Any, _record: Any) -> None:
+        options.tune_socket(dbapi_connection.driver_connection)
+
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     return Database(
@@ -146,4 +165,5 @@ def create_database(url: URL, *, pool_size: int, application_name: str) -> Datab
         sessions=sessions,
         autocommit=autocommit,
         autocommit_sessions=async_sessionmaker(autocommit, expire_on_commit=False),
+        options=options,
     )

@@ -60,6 +60,12 @@ async def current_revision(session: AsyncSession) -> str | None:
     return None if revision is None else str(revision)
 
 
+async def serving_address(session: AsyncSession) -> tuple[str | None, int | None]:
+    """The address of the server this session is on (None over a Unix socket)."""
+    row = (await session.execute(text("SELECT host(inet_server_addr()), inet_server_port()"))).one()
+    return row[0], row[1]
+
+
 async def upgrade_to_head(url: URL) -> None:
     """`alembic upgrade head` against `url`; Alembic's async env runs its own loop, so thread it."""
     from alembic import command

@@ -66,6 +66,9 @@ class Task(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When the lease was last taken or renewed under its owner's liveness lock.
     leased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The server (cluster, timeline, start) `leased_at` was stamped on: liveness locks are
+    # only meaningful on that same server (see app/pipeline/queue.py).
+    leased_on: Mapped[str | None] = mapped_column(String(96))
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     stage_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     # Counts every claim, so a task that keeps killing its worker is failed, not retried forever.

@@ -13,9 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-import asyncpg
-
 from app.db.history import EVENTS_CHANNEL, parse_notification
+from app.db.sessions import SessionOptions, connect
 from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
@@ -29,9 +28,15 @@ class TaskEventListener:
     """LISTENs on the task events channel and calls its handlers for each notification."""
 
     def __init__(
-        self, dsn: str, *, max_backoff: float = 5.0, application_name: str = "task-manager"
+        self,
+        dsn: str,
+        *,
+        max_backoff: float = 5.0,
+        application_name: str = "task-manager",
+        options: SessionOptions | None = None,
     ) -> None:
         self._dsn = dsn
+        self._options = options or SessionOptions()
         self._backoff = Backoff(base=0.1, cap=max_backoff)
         self._application_name = application_name
         self._on_notification: list[NotificationHandler] = []
@@ -110,10 +115,8 @@ class TaskEventListener:
     async def _connect(self) -> None:
         # This connection's own event: a late signal from an earlier one changes nothing.
         lost = self._lost = asyncio.Event()
-        connection = await asyncpg.connect(
-            self._dsn,
-            timeout=10,
-            server_settings={"application_name": f"{self._application_name}/listen"},
+        connection = await connect(
+            self._dsn, self._options, application_name=f"{self._application_name}/listen"
         )
         self._connection = connection  # closed by `_close` should the rest fail
         connection.add_termination_listener(lambda _: lost.set())
@@ -127,7 +130,12 @@ class TaskEventListener:
         while not connection.is_closed():
             await asyncio.sleep(2.0)
             try:
-                await asyncio.wait_for(connection.execute("SELECT 1"), timeout=5)
+                # A server in recovery is a demoted primary: NOTIFYs come from the new one.
+                if await asyncio.wait_for(
+                    connection.fetchval("SELECT pg_is_in_recovery()"), timeout=5
+                ):
+                    log.warning("LISTEN server is read-only now; reconnecting")
+                    break
             except Exception:
                 break
         lost.set()

@@ -10,10 +10,11 @@ The lock connection can also drop while the process lives on. Then the process m
 lost its tasks already, so when it reconnects to the same server it takes a new owner
 name: its running stages notice at their next renewal or write that the tasks are no
 longer theirs and stop, and the tasks under the old name stay free for anyone to claim.
-When the server itself restarted (a new `pg_postmaster_start_time()`), every lock was
-dropped at once and leases stamped before the restart are judged by the clock alone, so
-the process keeps its name and its tasks. Until the lock is held, claims by this process
-find nothing (the claim checks the lock in the same statement).
+When the server itself restarted or a standby was promoted (a new server identity, see
+`queue.SERVER_IDENTITY_SQL`), every lock was dropped at once and leases stamped before
+are judged by the clock alone, so the process keeps its name and its tasks. Until the
+lock is held, claims by this process find nothing (the claim checks the lock in the same
+statement).
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-import asyncpg
-
+from app.db.sessions import SessionOptions, connect
+from app.pipeline.queue import SERVER_IDENTITY_SQL
 from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
+
+
+class ReadOnlyServer(Exception):
+    """Connected to a standby: the lock must be held where claims run."""
+
 
 WATCH_INTERVAL_SECONDS = 1.0
 WATCH_TIMEOUT_SECONDS = 5.0
@@ -48,15 +53,18 @@ class OwnerLock:
         on_held: Callable[[], None],
         application_name: str = "task-manager",
         max_backoff: float = 5.0,
+        options: SessionOptions | None = None,
     ) -> None:
         self.owner = owner
         self._dsn = dsn
+        self._options = options or SessionOptions()
         self._new_owner = new_owner
         self._on_renamed = on_renamed
         self._on_held = on_held
         self._application_name = application_name
         self._backoff = Backoff(base=0.1, cap=max_backoff)
-        self._server_started: datetime | None = None
+        # The server (`SERVER_IDENTITY_SQL`) the lock was last held on.
+        self._server: str | None = None
         self._task: asyncio.Task[None] | None = None
         self.held = asyncio.Event()
         self.backend_pid: int | None = None
@@ -78,10 +86,8 @@ class OwnerLock:
 
     async def _hold(self) -> None:
         """Connect, take the lock and hold it until the connection ends."""
-        connection = await asyncpg.connect(
-            self._dsn,
-            timeout=10,
-            server_settings={"application_name": f"{self._application_name}/liveness"},
+        connection = await connect(
+            self._dsn, self._options, application_name=f"{self._application_name}/liveness"
         )
         try:
             lost = asyncio.Event()
@@ -100,11 +106,13 @@ class OwnerLock:
                 await asyncio.wait_for(connection.close(), timeout=2)
 
     async def _take(self, connection: Any) -> None:
-        started: datetime = await connection.fetchval("SELECT pg_postmaster_start_time()")
-        if self._server_started is not None and started == self._server_started:
+        server: str | None = await connection.fetchval(f"SELECT {SERVER_IDENTITY_SQL}")
+        if server is None:
+            raise ReadOnlyServer("the server is in recovery: claims go to the primary")
+        if self._server is not None and server == self._server:
             # The lock was free while this server ran on: our tasks may be someone else's.
             self._rename("the liveness lock was lost while the database ran on")
-        self._server_started = started
+        self._server = server
         while not await connection.fetchval(
             "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", self.owner
         ):
@@ -126,4 +134,9 @@ class OwnerLock:
                 await asyncio.wait_for(lost.wait(), timeout=WATCH_INTERVAL_SECONDS)
             if lost.is_set():
                 return
-            await asyncio.wait_for(connection.execute("SELECT 1"), timeout=WATCH_TIMEOUT_SECONDS)
+            if await asyncio.wait_for(
+                connection.fetchval("SELECT pg_is_in_recovery()"), timeout=WATCH_TIMEOUT_SECONDS
+            ):
+                # A demoted primary: claims made on the new one must see this lock there.
+                log.warning("liveness lock: the server is read-only now; reconnecting")
+                return

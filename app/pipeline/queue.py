@@ -66,17 +66,32 @@ class ClaimedTask:
     audio: bytes | None  # the upload, or the preprocessed WAV once that exists
 
 
-# Claims queue up behind one transaction-scoped advisory lock. Without it, claims running
-# at the same moment cannot see each other's uncommitted leases and the per-user cap
-# overshoots; with it, each claim's statement starts after the previous claim committed.
-# The claim reads a bounded number of rows (below) and no audio, so the lock is held for
-# well under a millisecond whatever the backlog. The lock is taken by a statement of its
-# own before the claim's: a statement sees the rows committed before it started, so a
-# claim that waited for the lock inside its own statement would still miss the leases
-# the claims before it committed meanwhile. BEGIN and the lock go as one simple query,
-# so the claim costs three round trips (BEGIN + lock, claim, COMMIT).
-CLAIM_LOCK_KEY = 0x1175_7A5C
-_BEGIN_AND_TAKE_CLAIM_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY})"
+# Claims take no lock shared by all claims: a claim that stalls between its statements (a
+# frozen or cut-off process) must not hold up the others. The per-user cap still holds
+# exactly, because every claim serialises on the row of the user it serves instead:
+# it runs under REPEATABLE READ, locks that user's `queue_users` row (SKIP LOCKED: a user
+# being claimed for elsewhere is passed over, not waited for) and updates it. A claim whose
+# snapshot predates another claim's commit for the same user cannot lock that row (the
+# row changed after its snapshot) and fails with a serialization error; it is retried at
+# once with a fresh snapshot that sees the other claim's lease. A task row claimed
+# meanwhile fails the same way. What a stalled claim holds is one user's row and one task,
+# which others skip until its session is ended by `idle_in_transaction_session_timeout`.
+_BEGIN_CLAIM = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+# Serialization failures only happen when claims race for the same user; a claim that
+# keeps losing gives up and its worker tries again at its next wakeup.
+CLAIM_ATTEMPTS = 20
+
+# The server a lease's liveness lock lives on: the cluster, its timeline and the start of
+# its postmaster. Advisory locks are not replicated and vanish at a restart, so a lock is
+# evidence only on the server that stamped the lease. A restart changes the start time; a
+# promotion changes the timeline (read from the WAL position: `pg_control_checkpoint()`
+# catches up only at the first checkpoint after the promotion). NULL on a standby.
+SERVER_IDENTITY_SQL = (
+    "CASE WHEN NOT pg_is_in_recovery() THEN "
+    "(SELECT system_identifier FROM pg_control_system())::text"
+    " || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+    " || '/' || extract(epoch FROM pg_postmaster_start_time())::text END"
+)
 
 # The claim, in order of its parts:
 #
@@ -88,17 +103,19 @@ _BEGIN_AND_TAKE_CLAIM_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK_K
 # under that lock.
 #
 # A lease is *dead* (the three-line test that appears twice) when its owner's lock is
-# free and the lease was last stamped (claim or renewal, `leased_at`) after this server
-# started. Claims and renewals stamp `leased_at` only while the owner's lock is held, and
-# an owner never takes the same key again within one server lifetime (a process whose
-# lock connection drops without a server restart takes a new owner name). So a free lock
-# behind a lease stamped in this server lifetime means that lock session has ended: the
-# process died, or it was cut off and has abandoned that name; its late writes are fenced
-# off by `lease_owner`. A server restart frees every lock at once, live owners included,
-# until they reconnect; leases stamped before it are therefore judged by the clock alone
-# (`lease_expires_at`): a live owner re-takes its lock and its next renewal stamps the
-# lease again, and a process that died across the restart loses its tasks when their
-# leases run out. Two live processes never take each other's tasks after a restart.
+# free and the lease was last stamped (claim or renewal, `leased_at`, `leased_on`) on this
+# server (`SERVER_IDENTITY_SQL`: same cluster, timeline and postmaster start). Claims and
+# renewals stamp the lease only while the owner's lock is held, and an owner never takes
+# the same key again on one server (a process whose lock connection drops while the
+# server runs on takes a new owner name). So a free lock behind a lease stamped on this
+# server means that lock session has ended: the process died, or it was cut off and has
+# abandoned that name; its late writes are fenced off by `lease_owner`. A restart or a
+# promotion (a standby that takes over has none of the primary's locks) frees every lock
+# at once, live owners included, until they reconnect; leases stamped before it are
+# therefore judged by the clock alone (`lease_expires_at`): a live owner re-takes its lock
+# and its next renewal stamps the lease again, and a process that died across the
+# failover loses its tasks when their leases run out. Two live processes never take each
+# other's tasks after a restart or a failover.
 #
 # `candidate`: users, not tasks, are walked. `queue_users` lists each user with unfinished
 # tasks in the order of their oldest one (kept by triggers on `tasks`, see migration 0002).
@@ -116,12 +133,13 @@ _BEGIN_AND_TAKE_CLAIM_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK_K
 _CLAIM = text(
     f"""
     WITH live AS MATERIALIZED (
-        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}') AS keys
+        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}') AS keys,
+               {SERVER_IDENTITY_SQL} AS server
         FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
     ),
     candidate AS (
-        SELECT pick.* FROM live CROSS JOIN queue_users u
+        SELECT pick.*, live.server FROM live CROSS JOIN queue_users u
         CROSS JOIN LATERAL (
             SELECT t.id, t.status, t.result, t.claim_count, t.lease_expires_at FROM tasks t
             WHERE t.user_id = u.user_id
@@ -132,7 +150,7 @@ _CLAIM = text(
                   OR t.lease_expires_at < now()
                   OR (
                       t.lease_owner IS NOT NULL
-                      AND t.leased_at > pg_postmaster_start_time()
+                      AND t.leased_on = live.server
                       AND NOT hashtextextended(t.lease_owner, 0) = ANY(live.keys)
                   )
               )
@@ -149,12 +167,13 @@ _CLAIM = text(
                 AND busy.lease_expires_at >= now()
                 AND NOT (
                     busy.lease_owner IS NOT NULL
-                    AND busy.leased_at > pg_postmaster_start_time()
+                    AND busy.leased_on = live.server
                     AND NOT hashtextextended(busy.lease_owner, 0) = ANY(live.keys)
                 )
           ) < :per_user
         ORDER BY u.oldest_unfinished_at, u.user_id
         LIMIT 1
+        FOR UPDATE OF u SKIP LOCKED
     ),
     resumed AS (
         SELECT candidate.*,
@@ -192,6 +211,7 @@ _CLAIM = text(
             lease_owner = :owner,
             lease_expires_at = now() + make_interval(secs => :lease),
             leased_at = now(),
+            leased_on = steps.server,
             claim_count = steps.new_claim_count,
             status = steps.entered,
             last_event_seq = tasks.last_event_seq + cardinality(steps.steps),
@@ -201,6 +221,12 @@ _CLAIM = text(
         RETURNING tasks.id, tasks.user_id, tasks.text_id, tasks.status, tasks.stage_attempts,
                   tasks.claim_count, tasks.result, tasks.created_at, tasks.last_event_seq,
                   steps.has_preprocessed_audio, steps.steps
+    ),
+    -- The write other claims for this user conflict with (see _BEGIN_CLAIM).
+    serialised AS (
+        UPDATE queue_users q SET oldest_unfinished_at = q.oldest_unfinished_at
+        FROM claimed WHERE q.user_id = claimed.user_id
+        RETURNING q.user_id
     ),
     {recorded_transitions_sql("claimed")}
     SELECT claimed.id, claimed.user_id, claimed.text_id, claimed.status,
@@ -223,23 +249,28 @@ async def claim_next_task(
     """Lease the next task to `owner` and move it into its stage, in a transaction of its own.
 
     `connection` must be outside a transaction. The task comes without its audio: read it
-    with `with_stage_audio`, after this commit, so the bytes are not read while the claim
-    lock is held.
+    with `with_stage_audio`, after this commit, so the bytes are not read while the claim's
+    row locks are held.
     """
-    await connection.execute(_BEGIN_AND_TAKE_CLAIM_LOCK)
-    try:
-        row = await _CLAIM_STATEMENT.fetchrow(
-            connection,
-            owner=owner,
-            lease=lease_seconds,
-            per_user=per_user,
-            max_claims=max_claims,
-        )
-        await connection.execute("COMMIT")
-    except BaseException:
-        if not connection.is_closed() and connection.is_in_transaction():
+    row = None
+    for _ in range(CLAIM_ATTEMPTS):
+        await connection.execute(_BEGIN_CLAIM)
+        try:
+            row = await _CLAIM_STATEMENT.fetchrow(
+                connection,
+                owner=owner,
+                lease=lease_seconds,
+                per_user=per_user,
+                max_claims=max_claims,
+            )
+            await connection.execute("COMMIT")
+            break
+        except asyncpg.SerializationError:
             await connection.execute("ROLLBACK")
-        raise
+        except BaseException:
+            if not connection.is_closed() and connection.is_in_transaction():
+                await connection.execute("ROLLBACK")
+            raise
     if row is None:
         return None
     return ClaimedTask(
@@ -274,8 +305,13 @@ async def with_stage_audio(connection: asyncpg.Connection, task: ClaimedTask) ->
 
 
 # The stage writes. Each is the task's UPDATE, fenced by the lease; `recorded` adds the
-# history row (kind, stage, attempt, detail) and the NOTIFY to the same statement.
+# history row (kind, stage, attempt, detail) and the NOTIFY to the same statement, only
+# for a row the UPDATE moved.
 _HELD = (Task.id == bindparam("task_id")) & (Task.lease_owner == bindparam("owner"))
+# The writes that keep the lease are also fenced by the stage they finish: a write retried
+# after an ambiguous commit (it committed, the answer was lost) finds the task moved on
+# and changes nothing, so no second history row or NOTIFY.
+_IN_STAGE = _HELD & (Task.status == bindparam("expected_status"))
 _NO_LEASE = {"lease_owner": None, "lease_expires_at": None}
 
 
@@ -297,7 +333,7 @@ def _audio_dropped(moved: CTE) -> CTE:
 
 _PREPROCESSED = DriverStatement.compile(
     recorded(
-        update(Task).where(_HELD).values(status=bindparam("next_status"), stage_attempts=0),
+        update(Task).where(_IN_STAGE).values(status=bindparam("next_status"), stage_attempts=0),
         alongside=lambda moved: (
             insert(TaskAudio)
             .from_select(
@@ -326,7 +362,7 @@ _PREPROCESSED = DriverStatement.compile(
 _TRANSCRIBED = DriverStatement.compile(
     recorded(
         update(Task)
-        .where(_HELD)
+        .where(_IN_STAGE)
         .values(status=bindparam("next_status"), result=bindparam("result"), stage_attempts=0)
     )
 )
@@ -334,7 +370,7 @@ _TRANSCRIBED = DriverStatement.compile(
 _COMPLETE = DriverStatement.compile(
     recorded(
         update(Task)
-        .where(_HELD)
+        .where(_IN_STAGE)
         .values(
             status=bindparam("next_status"),
             accuracy=bindparam("accuracy"),
@@ -395,6 +431,7 @@ async def store_preprocessed_audio(
         _PREPROCESSED,
         task_id=task_id,
         owner=owner,
+        expected_status=TaskStatus.PREPROCESSING.value,
         next_status=TaskStatus.TRANSCRIBING.value,
         wav=wav,
         size=len(wav),
@@ -410,6 +447,7 @@ async def store_transcription(
         _TRANSCRIBED,
         task_id=task_id,
         owner=owner,
+        expected_status=TaskStatus.TRANSCRIBING.value,
         next_status=TaskStatus.EVALUATING.value,
         result=transcription,
     )
@@ -431,6 +469,7 @@ async def complete_task(
         task_id=task_id,
         owner=owner,
         drop_audio=drop_audio,
+        expected_status=TaskStatus.EVALUATING.value,
         next_status=TaskStatus.COMPLETED.value,
         accuracy=accuracy,
         # As JSON text: the connection's jsonb codec (SQLAlchemy's) takes a string.
@@ -481,6 +520,25 @@ async def release_for_retry(
     )
 
 
+# A completed task no longer names its owner: completion is final, whoever wrote it.
+_MOVED_TO = DriverStatement.compile(
+    text(
+        "SELECT 1 FROM tasks WHERE id = :task_id AND status = :status "
+        "AND (lease_owner = :owner OR status = 'completed')"
+    )
+)
+
+
+async def moved_to(
+    connection: asyncpg.Connection, task_id: uuid.UUID, *, owner: str, status: TaskStatus
+) -> bool:
+    """Is the task at `status` under `owner`'s lease (or completed)?"""
+    return (
+        await _MOVED_TO.fetchval(connection, task_id=task_id, owner=owner, status=status.value)
+        is not None
+    )
+
+
 # Only future times count: a task due already but not claimable is held back by the
 # per-user cap and becomes claimable when that user's work finishes, not at a time.
 _NEXT_DUE = DriverStatement.compile(
@@ -506,15 +564,18 @@ async def seconds_until_next_due(connection: asyncpg.Connection) -> float | None
 # the claim's dead-lease test); without it, the renewal still extends the clock.
 _RENEW = DriverStatement.compile(
     text(
-        """
+        f"""
     WITH live AS MATERIALIZED (
-        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{}') AS keys
+        SELECT coalesce(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}') AS keys,
+               {SERVER_IDENTITY_SQL} AS server
         FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
     )
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease),
         leased_at = CASE WHEN hashtextextended(:owner, 0) = ANY(live.keys)
-                         THEN now() ELSE leased_at END
+                         THEN now() ELSE leased_at END,
+        leased_on = CASE WHEN hashtextextended(:owner, 0) = ANY(live.keys)
+                         THEN live.server ELSE leased_on END
     FROM live
     WHERE id = :task_id AND lease_owner = :owner
     RETURNING id

@@ -235,7 +235,7 @@ class TaskRunner:
                     drop_audio=self._drops_audio,
                 )
             )
-            if not completed:
+            if not completed and not await self._already_moved(held, TaskStatus.COMPLETED):
                 raise LeaseLost()
             self._finished(task, TaskStatus.COMPLETED)
             log.info("task %s: completed (accuracy %.1f)", task.id, assessment.accuracy)
@@ -247,11 +247,23 @@ class TaskRunner:
         store: Callable[[asyncpg.Connection], Awaitable[bool]],
     ) -> None:
         """Store a stage's output and move to the next status, in one statement."""
-        if not await self._write(store):
+        if not await self._write(store) and not await self._already_moved(held, next_status):
             raise LeaseLost()
         held.status, held.attempts = next_status, 0
         if self.is_stopping():
             raise StopRequested()
+
+    async def _already_moved(self, held: HeldTask, status: TaskStatus) -> bool:
+        """Did an earlier try of a write that changed nothing commit after all?
+
+        A write whose answer was lost is retried, and the retry, fenced by the stage,
+        changes nothing; the task then already holds the write's outcome under our lease.
+        """
+        return await self._write(
+            lambda connection: queue.moved_to(
+                connection, held.task.id, owner=self.owner, status=status
+            )
+        )
 
     async def _call(self, task: ClaimedTask, call: Coroutine[Any, Any, T]) -> T:
         """Await a stage call while renewing the lease every third of its length; cancel

@@ -71,6 +71,7 @@ class WorkerPool:
             on_renamed=self._renamed,
             on_held=self.wakeup.notify,  # claims found nothing while the lock was away
             application_name=settings.service_name,
+            options=database.options,
         )
 
     def start(self) -> None:
@@ -180,6 +181,9 @@ class WorkerPool:
         if held is None:
             await self._idle()
             return
+        # A sibling that found this task's user being claimed passed the user over and went
+        # idle (claims skip a locked user, see `queue`): let it look again.
+        self.wakeup.notify()
         self.held += 1
         try:
             await self.runner.run(held)

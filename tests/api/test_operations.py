@@ -70,6 +70,8 @@ async def test_readiness_reports_the_schema_and_each_audio_service(
     assert body["status"] == "ready"
     assert body["database"]["ok"] is True
     assert body["database"]["schema_revision"] == body["database"]["expected_revision"]
+    # Which server answers (the primary, with a host list): the test server's address.
+    assert set(body["database"]) >= {"host", "port"}
     assert body["services"]["preprocessing"]["ok"] is True
     assert body["services"]["transcribing"]["ok"] is True
     # A down audio service is reported, not a reason to leave the rotation.

@@ -69,6 +69,7 @@ async def lease_oldest(
     count: int = 1,
     seconds: float = 3600,
     leased_at: str = "now()",
+    leased_on: str = queue.SERVER_IDENTITY_SQL,
 ) -> list[uuid.UUID]:
     async with engine.begin() as connection:
         rows = await connection.execute(
@@ -76,7 +77,7 @@ async def lease_oldest(
                 f"""
                 UPDATE tasks SET lease_owner = :owner, status = 'preprocessing',
                     lease_expires_at = now() + make_interval(secs => :seconds),
-                    leased_at = {leased_at}
+                    leased_at = {leased_at}, leased_on = {leased_on}
                 WHERE id IN (SELECT id FROM tasks WHERE user_id = :user_id
                              ORDER BY created_at LIMIT :count)
                 RETURNING id
@@ -187,8 +188,8 @@ async def test_leases_stamped_before_a_server_restart_are_judged_by_the_clock(
     # it does not prove its owner is gone, so it is left alone until it runs out.
     user = uuid.uuid4()
     await add_tasks(engine, user, 2)
-    before_restart = "pg_postmaster_start_time() - interval '1 second'"
-    await lease_oldest(engine, user, owner="reconnecting", count=2, leased_at=before_restart)
+    before_restart = "'1234/00000001/1700000000'"  # another server's identity
+    await lease_oldest(engine, user, owner="reconnecting", count=2, leased_on=before_restart)
     async with engine.begin() as connection:
         await connection.execute(
             text("UPDATE tasks SET lease_expires_at = now() - interval '1 second' "
@@ -417,7 +418,8 @@ async def test_a_resumed_task_enters_the_first_stage_without_output(
         engine,
         transcribed,
         "status = 'evaluating', result = 'a b', last_event_seq = 4, lease_owner = 'gone', "
-        "lease_expires_at = now() - interval '1 second', leased_at = now()",
+        "lease_expires_at = now() - interval '1 second', leased_at = now(), "
+        f"leased_on = {queue.SERVER_IDENTITY_SQL}",
     )
     await add_wav(engine, transcribed_id)
 
@@ -475,3 +477,21 @@ async def test_the_claim_serves_users_oldest_first_up_to_the_cap(
         claimed = [await claim(engine, "me", per_user=1) for _ in range(3)]
 
     assert [task.user_id if task else None for task in claimed] == [early, late, None]
+
+
+async def test_a_claim_stamps_the_server_its_lock_lives_on(
+    engine: AsyncEngine, liveness_lock: HeldLock
+) -> None:
+    await add_tasks(engine, uuid.uuid4(), 1)
+    async with liveness_lock("me"):
+        claimed = await claim(engine, "me")
+    assert claimed is not None
+    async with engine.connect() as connection:
+        stamped, server = (
+            await connection.execute(
+                text(f"SELECT leased_on, {queue.SERVER_IDENTITY_SQL} FROM tasks WHERE id = :id"),
+                {"id": claimed.id},
+            )
+        ).one()
+    assert stamped == server
+    assert server.count("/") == 2  # cluster / timeline / postmaster start

@@ -164,3 +164,38 @@ def test_a_malformed_allowed_host_is_named(monkeypatch: pytest.MonkeyPatch, entr
     monkeypatch.setenv("MANAGER_WEBHOOK_ALLOWED_HOSTS", f"10.0.0.7, {entry}")
     with pytest.raises(ConfigurationError, match="MANAGER_WEBHOOK_ALLOWED_HOSTS"):
         load_settings()
+
+
+def test_a_host_list_takes_one_port_or_one_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.db.sessions import SessionOptions
+    from app.db.url import asyncpg_dsn, configured_database_url
+
+    develop(monkeypatch)
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_HOST", "db1,db2")
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_PASSWORD", "pw")
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_PORT", "5433,5434")
+    settings = load_settings()
+    assert settings.database_hosts() == [("db1", 5433), ("db2", 5434)]
+    assert "host=db1%3A5433%2Cdb2%3A5434" in asyncpg_dsn(configured_database_url(settings))
+    assert SessionOptions.from_settings(settings).connect_args("x")["target_session_attrs"] == (
+        "read-write"
+    )
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_PORT", "6000")
+    assert load_settings().database_hosts() == [("db1", 6000), ("db2", 6000)]
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_PORT", "1,2,3")
+    with pytest.raises(ConfigurationError, match="one per host"):
+        load_settings().database_hosts()
+
+
+def test_a_single_host_connects_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.db.sessions import SessionOptions
+    from app.db.url import asyncpg_dsn, configured_database_url
+
+    develop(monkeypatch)
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_HOST", "db")
+    monkeypatch.setenv("MANAGER_DB_POSTGRES_PASSWORD", "pw")
+    settings = load_settings()
+    assert asyncpg_dsn(configured_database_url(settings)) == (
+        "postgresql://service_task_manager:pw@db:5432/tasks"
+    )
+    assert "target_session_attrs" not in SessionOptions.from_settings(settings).connect_args("x")
