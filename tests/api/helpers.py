@@ -63,9 +63,10 @@ async def call_without_body(
     path: str,
     headers: list[tuple[bytes, bytes]],
     client_host: str = "127.0.0.1",
-    content_length: int = 20 * 1024 * 1024,
+    content_length: int | None = 20 * 1024 * 1024,
 ) -> tuple[int, int]:
-    """Send only headers; returns (status, how many times the app asked for the body)."""
+    """Send headers, then a body that never ends (declared as `content_length`, or
+    undeclared when None); returns (status, how many times the app asked for the body)."""
     reads: list[int] = []
 
     async def receive() -> dict[str, Any]:
@@ -77,6 +78,7 @@ async def call_without_body(
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
 
+    declared = [] if content_length is None else [(b"content-length", b"%d" % content_length)]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -89,7 +91,7 @@ async def call_without_body(
         "scheme": "http",
         "server": ("test", 80),
         "client": (client_host, 1),
-        "headers": [(b"content-length", str(content_length).encode()), *headers],
+        "headers": [*declared, *headers],
         "state": {},
     }
     await app(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -183,7 +183,7 @@ class TestNothingReadBeforeJudging:
     async def test_an_undeclared_json_body_is_cut_off_where_it_crosses_the_cap(
         self, app: FastAPI, client: httpx.AsyncClient
     ) -> None:
-        status, reads = await call_with_endless_body(app, "/", [JSON])
+        status, reads = await call_without_body(app, "/", [JSON], content_length=None)
         assert status == 413
         assert reads == 65  # 1 KiB chunks: the one that crossed 64 KiB, and no more
 
@@ -206,40 +206,6 @@ class TestSmallerCap:
     async def test_the_cap_is_a_setting(self, client: httpx.AsyncClient) -> None:
         body = {"user_id": str(USER), "padding": "x" * 2048}
         assert (await client.post("/", json=body)).status_code == 413
-
-
-async def call_with_endless_body(
-    app: FastAPI, path: str, headers: list[tuple[bytes, bytes]]
-) -> tuple[int, int]:
-    """POST a body without Content-Length that never ends; (status, receive() calls)."""
-    reads: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        reads.append(1)
-        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(dict(message))
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "server": ("test", 80),
-        "client": ("127.0.0.1", 1),
-        "headers": headers,
-        "state": {},
-    }
-    await app(scope, receive, send)
-    return sent[0]["status"], len(reads)
 
 
 class TestClientAddress:
