@@ -171,6 +171,7 @@ def create_app(
                 render=resources.webhook_task_data,
                 policy=webhook_policy,
                 client=webhook_client,
+                spans=tracing if tracing else NO_SPANS,
             )
             deliveries.start()
 

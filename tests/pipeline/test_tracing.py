@@ -95,11 +95,19 @@ async def test_a_webhook_delivery_carries_the_trace_context(
             await wait_terminal(engine, task_id)
             [delivery] = await eventually(lambda: receiver.accepted(), message="the delivery")
 
-    http = {span.context.span_id: span for span in exporter.get_finished_spans()}[
-        _span_id(delivery.traceparent)
-    ]
+    by_id = {span.context.span_id: span for span in exporter.get_finished_spans()}
+    http = by_id[_span_id(delivery.traceparent)]
     assert http.kind is SpanKind.CLIENT
     assert http.context.trace_id == _trace_id(delivery.traceparent)
+    parent_id = _parent_id(http)
+    assert parent_id is not None
+    sent = by_id[parent_id]
+    assert sent.name == "webhook delivery"
+    assert sent.attributes == {
+        "task.id": task_id,
+        "webhook.id": delivery.webhook_id,
+        "webhook.attempt": 1,
+    }
 
 
 async def test_with_tracing_off_no_trace_context_is_sent(
