@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -12,8 +13,9 @@ from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
+from app.tracing.otel import Tracing
 from tests.api.helpers import resource_upload
-from tests.conftest import pipeline_settings, serve
+from tests.conftest import make_settings, pipeline_settings, serve
 from tests.fakes import FakeServices, audio_for, new_marker
 from tests.pipeline.conftest import wait_terminal
 from tests.waiting import eventually
@@ -131,3 +133,26 @@ async def test_with_tracing_off_no_trace_context_is_sent(
     for fake in fakes.all():
         [call] = fake.calls_for(marker)
         assert call.traceparent is None, fake.name
+
+
+async def test_the_upload_span_can_record_the_created_tasks_location(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL, clean_database: None
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "location")
+    exporter = InMemorySpanExporter()
+    app = create_app(make_settings(), database_url=database_url, span_exporter=exporter)
+    async with serve(app) as client:
+        response = await resource_upload(client, uuid.uuid4())
+        assert response.status_code == 201, response.text
+
+    [server] = [s for s in exporter.get_finished_spans() if s.name == "POST /tasks"]
+    assert server.attributes is not None
+    assert server.attributes["http.response.header.location"] == (response.headers["location"],)
+
+
+def test_an_unknown_exporter_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    tracing = Tracing("manager")
+    with pytest.raises(RuntimeError, match="OTEL_TRACES_EXPORTER='zipkin'"):
+        tracing.start()
+    tracing.shutdown()
