@@ -113,7 +113,9 @@ def create_app(
         async with AsyncExitStack() as stack:
             if tracing is not None:
                 tracing.start()
-                stack.callback(tracing.shutdown)  # last out: exports the spans of the exit
+                # Last out, so the exit's spans are exported; on a thread, as a collector
+                # that is away holds the final export up to its timeout.
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
             if (warning := trust_warning(settings)) is not None:
                 log.warning("%s", warning)
             url = database_url or await _database_url(settings, stack)
