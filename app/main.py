@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -31,11 +32,17 @@ from app.pipeline.queue import waiting_summary
 from app.pipeline.workers import WorkerPool
 from app.runtime import Runtime
 from app.signals import observe_stop_signals
+from app.tracing import NO_SPANS, tracing_requested
 from app.upload_memory import UploadMemory
 from app.webhooks import outbox
 from app.webhooks.policy import CallbackPolicy, Resolver
 from app.webhooks.transport import guarded_client
 from app.webhooks.worker import DeliveryWorker
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from app.tracing.otel import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +96,27 @@ async def _service_urls(settings: Settings, stack: AsyncExitStack) -> dict[Stage
 
 
 def create_app(
-    settings: Settings, *, database_url: URL | None = None, resolver: Resolver | None = None
+    settings: Settings,
+    *,
+    database_url: URL | None = None,
+    resolver: Resolver | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
     """Build the app; nothing connects until the lifespan starts.
 
     `resolver` replaces the system's DNS for webhook callbacks (tests of the SSRF rules).
+    `span_exporter` turns tracing on and receives every span (tests); otherwise the
+    `OTEL_*` variables decide (docs/observability.md).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if tracing is not None:
+                tracing.start()
+                # Last out, so the exit's spans are exported; on a thread, as a collector
+                # that is away holds the final export up to its timeout.
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
             if (warning := trust_warning(settings)) is not None:
                 log.warning("%s", warning)
             url = database_url or await _database_url(settings, stack)
@@ -114,10 +132,15 @@ def create_app(
             tls = httpx.create_ssl_context(trust_env=False)
             clients = create_stage_clients(settings, metrics, service_urls, tls)
             stack.push_async_callback(clients.aclose)
+            if tracing is not None:
+                for client in clients.all():
+                    tracing.instrument_client(client.http)
             listener = TaskEventListener(
                 asyncpg_dsn(url), application_name=settings.service_name, options=database.options
             )
-            workers = WorkerPool(settings, database, clients, metrics)
+            workers = WorkerPool(
+                settings, database, clients, metrics, spans=tracing if tracing else NO_SPANS
+            )
             hub = EventHub(
                 database,
                 max_followers=settings.sse_max_followers,
@@ -147,6 +170,8 @@ def create_app(
                 tls=tls,
             )
             stack.push_async_callback(webhook_client.aclose)
+            if tracing is not None:
+                tracing.instrument_client(webhook_client)
             deliveries = DeliveryWorker(
                 settings,
                 database,
@@ -154,6 +179,7 @@ def create_app(
                 render=resources.webhook_task_data,
                 policy=webhook_policy,
                 client=webhook_client,
+                spans=tracing if tracing else NO_SPANS,
             )
             deliveries.start()
 
@@ -209,6 +235,12 @@ def create_app(
         docs_url=None,  # install_docs serves both pages without a CDN
         redoc_url=None,
     )
+    tracing: Tracing | None = None
+    if span_exporter is not None or tracing_requested():
+        from app.tracing.otel import Tracing  # loaded only when tracing is on
+
+        tracing = Tracing(settings.service_name, exporter=span_exporter)
+        tracing.instrument_app(app)
     # Innermost: the client's address is settled before any route judges it.
     install_forwarded_headers(app, settings)
     app.add_middleware(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from tests.waiting import eventually_sync
@@ -60,6 +60,7 @@ class Call:
     finished: float | None = None
     outcome: str = ""
     request: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None  # the W3C trace context header, when one was sent
 
 
 class FakeStage:
@@ -111,9 +112,15 @@ class FakeStage:
             self.wav_size = 0
 
     async def handle(
-        self, marker: str, request: dict[str, Any], answer: Callable[[], Response]
+        self,
+        marker: str,
+        request: dict[str, Any],
+        answer: Callable[[], Response],
+        traceparent: str | None = None,
     ) -> Response:
-        call = Call(marker=marker, started=time.monotonic(), request=request)
+        call = Call(
+            marker=marker, started=time.monotonic(), request=request, traceparent=traceparent
+        )
         with self._lock:
             self.calls.append(call)
             self._in_flight[marker] += 1
@@ -148,7 +155,9 @@ def escaped_json(body: Any, status_code: int = 200) -> Response:
 
 def _preprocessing(stage: FakeStage) -> None:
     @stage.app.post("/")
-    async def preprocess(file: UploadFile = File(...)) -> Response:
+    async def preprocess(
+        file: UploadFile = File(...), traceparent: str | None = Header(default=None)
+    ) -> Response:
         data = await file.read()
         request = {"filename": file.filename, "content_type": file.content_type, "size": len(data)}
         if (
@@ -161,12 +170,18 @@ def _preprocessing(stage: FakeStage) -> None:
         marker = _marker_in(data)
         wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + b"TASK<" + marker.encode() + b">"
         wav += b"\x00" * (stage.wav_size - len(wav))
-        return await stage.handle(marker, request, lambda: Response(wav, media_type="audio/wav"))
+        return await stage.handle(
+            marker, request, lambda: Response(wav, media_type="audio/wav"), traceparent
+        )
 
 
 def _transcribing(stage: FakeStage) -> None:
     @stage.app.post("/")
-    async def transcribe(lang: str = Form(...), file: UploadFile = File(...)) -> Response:
+    async def transcribe(
+        lang: str = Form(...),
+        file: UploadFile = File(...),
+        traceparent: str | None = Header(default=None),
+    ) -> Response:
         data = await file.read()
         request = {"lang": lang, "filename": file.filename, "content_type": file.content_type}
         if lang != "english":
@@ -175,7 +190,7 @@ def _transcribing(stage: FakeStage) -> None:
             return JSONResponse({"detail": "Only .wav audio/wav"}, status_code=400)
         marker = _marker_in(data)
         body = {"transcription": f"p l iː z k ɔː l{stage.dirty_text} {marker}"}
-        return await stage.handle(marker, request, lambda: escaped_json(body))
+        return await stage.handle(marker, request, lambda: escaped_json(body), traceparent)
 
 
 def _feedback(stage: FakeStage) -> None:
@@ -193,7 +208,8 @@ def _feedback(stage: FakeStage) -> None:
                 {f"note{dirty}": f"value{dirty}", "score": float("nan")},
             ]
         answer = {"accuracy": FEEDBACK_ACCURACY, "mistakes": mistakes}
-        return await stage.handle(marker, dict(body), lambda: escaped_json(answer))
+        traceparent = request.headers.get("traceparent")
+        return await stage.handle(marker, dict(body), lambda: escaped_json(answer), traceparent)
 
 
 def _serve(stage: FakeStage) -> tuple[uvicorn.Server, threading.Thread]:

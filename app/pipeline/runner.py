@@ -29,6 +29,7 @@ from app.pipeline.clients import StageClients
 from app.pipeline.errors import PermanentFailure, StageFailure, TransientFailure
 from app.pipeline.queue import ClaimedTask
 from app.retry import Backoff, retrying
+from app.tracing import NO_SPANS, Spans
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ class TaskRunner:
         schedule_wakeup: Callable[[float], None],
         is_stopping: Callable[[], bool],
         metrics: Metrics,
+        spans: Spans = NO_SPANS,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.spans = spans
         self.database = database
         self.clients = clients
         self.owner = owner
@@ -273,6 +276,13 @@ class TaskRunner:
         of their own: a call that answers within a third of the lease costs no renewal
         machinery at all.
         """
+        stage = stage_var.get() or ""
+        # A span for the whole call; the call's task copies the context when created, so
+        # its HTTP request (and the `traceparent` it sends) is this span's child.
+        with self.spans.span(f"stage {stage}", {"task.id": str(task.id), "stage": stage}):
+            return await self._await_renewing(task, call)
+
+    async def _await_renewing(self, task: ClaimedTask, call: Coroutine[Any, Any, T]) -> T:
         call_task = asyncio.ensure_future(call)
         self._calls.add(call_task)
         interval = self.settings.worker_lease_seconds / 3

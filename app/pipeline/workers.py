@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 
 from app.config import Settings
@@ -19,6 +20,7 @@ from app.pipeline.liveness import OwnerLock
 from app.pipeline.runner import TaskRunner
 from app.pipeline.wakeup import Wakeup
 from app.retry import Backoff, retrying
+from app.tracing import NO_SPANS, Spans
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,10 @@ class WorkerPool:
         metrics: Metrics,
         *,
         owner: str | None = None,
+        spans: Spans = NO_SPANS,
     ) -> None:
         self.settings = settings
+        self.spans = spans
         self.database = database
         self.owner = owner or lease_owner_name()
         self.wakeup = Wakeup()
@@ -62,6 +66,7 @@ class WorkerPool:
             schedule_wakeup=self.wakeup.notify_later,
             is_stopping=lambda: self._stopping,
             metrics=metrics,
+            spans=spans,
         )
         self.held = 0  # tasks this process's workers hold right now
         self.liveness = OwnerLock(
@@ -177,6 +182,7 @@ class WorkerPool:
     async def _claim_and_run(self) -> None:
         if self._stopping:  # woken from an error's pause by the stop
             return
+        claimed_at = time.time_ns()
         held = await self.runner.claim()
         if held is None:
             await self._idle()
@@ -186,7 +192,15 @@ class WorkerPool:
         self.wakeup.notify()
         self.held += 1
         try:
-            await self.runner.run(held)
+            # A span only for a claim that got a task: an idle poll traces nothing of its own.
+            task = held.task
+            attributes = {
+                "task.id": str(task.id),
+                "task.status": held.status.value,
+                "task.claim_count": task.claim_count,
+            }
+            with self.spans.span("claim", attributes, start_ns=claimed_at):
+                await self.runner.run(held)
         finally:
             self.held -= 1
 

@@ -34,6 +34,7 @@ from app.config import Settings
 from app.db.engine import Database
 from app.metrics import Metrics
 from app.retry import Backoff, retrying
+from app.tracing import NO_SPANS, SpanAttributes, Spans
 from app.webhooks import outbox
 from app.webhooks.breaker import ReceiverBreakers
 from app.webhooks.outbox import AttemptRecord, ClaimedDelivery
@@ -79,8 +80,10 @@ class DeliveryWorker:
         policy: CallbackPolicy,
         client: httpx.AsyncClient,
         owner: str | None = None,
+        spans: Spans = NO_SPANS,
     ) -> None:
         self.settings = settings
+        self.spans = spans
         self.database = database
         self.metrics = metrics
         self.render = render
@@ -279,8 +282,15 @@ class DeliveryWorker:
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         outcome: str | None = None
+        attributes: SpanAttributes = {
+            "task.id": str(delivery.task_id),
+            "webhook.id": str(delivery.id),
+            "webhook.attempt": delivery.attempt,
+        }
         try:
-            outcome = await self._attempt(delivery)
+            # The POST's span, and the `traceparent` the receiver gets, are its children.
+            with self.spans.span("webhook delivery", attributes):
+                outcome = await self._attempt(delivery)
         finally:
             if self.breakers.record(delivery.receiver_host, outcome):
                 self.wake()  # its backlog is due now, not at the next poll

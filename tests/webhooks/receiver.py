@@ -50,6 +50,7 @@ class Received:
     started: float
     finished: float | None
     answered: int | str
+    traceparent: str | None = None  # the W3C trace context header, when one was sent
 
 
 class Receiver:
@@ -111,6 +112,7 @@ class Receiver:
                 started=started,
                 finished=None,
                 answered=action,
+                traceparent=headers.get("traceparent"),
             )
             self.received.append(record)
         try:
