@@ -124,6 +124,7 @@ def failures_body(
         )
         rows.append(
             f"<tr><td>{escape(group.stage)}</td><td>{escape(group.reason)}</td>"
+            f"<td>{escape(group.kind)}</td>"
             f"<td>{group.failures}</td><td>{group.tasks}</td><td>{_time(group.first_seen)}</td>"
             f"<td>{_time(group.last_seen)}</td><td>"
             f'<form class="inline" method="post" action="/console/failures/retry">{hidden}'
@@ -140,8 +141,8 @@ def failures_body(
 <label>Stage <select name="stage"><option value="">any</option>{options}</select></label>
 <label>User id <input name="user_id" value="{escape(user_id or "")}"></label>
 <button type="submit">Filter</button></form>
-<table><tr><th>Stage</th><th>Reason</th><th>Failures</th><th>Tasks</th><th>First seen</th>
-<th>Last seen</th><th>Actions</th></tr>{"".join(rows)}</table>"""
+<table><tr><th>Stage</th><th>Reason</th><th>Kind</th><th>Failures</th><th>Tasks</th>
+<th>First seen</th><th>Last seen</th><th>Actions</th></tr>{"".join(rows)}</table>"""
 
 
 def search_body(query: str, tasks: Sequence[TaskSummary], message: str = "") -> str:

@@ -25,8 +25,13 @@ class StageFailure(Exception):
 
     transient = False
 
-    def __init__(self, reason: str, *, user_message: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, user_message: str | None = None, kind: str | None = None
+    ) -> None:
         self.reason = _one_line(storable_text(reason))
+        # A short label for grouping failures ("HTTP 503", "timeout", "invalid response"):
+        # the reason up to its first colon unless the caller names it.
+        self.kind = kind or self.reason.split(":", 1)[0][:60]
         self.user_message = (
             self.reason if user_message is None else _one_line(storable_text(user_message))
         )
@@ -50,8 +55,8 @@ def failure_from_response(response: httpx.Response) -> StageFailure:
     detail = _user_detail(response)
     user_message = f"the service answered HTTP {code}" + (f": {detail}" if detail else "")
     if code >= 500 or code == 429:
-        return TransientFailure(reason, user_message=user_message)
-    return PermanentFailure(reason, user_message=user_message)
+        return TransientFailure(reason, user_message=user_message, kind=f"HTTP {code}")
+    return PermanentFailure(reason, user_message=user_message, kind=f"HTTP {code}")
 
 
 def failure_from_transport(error: httpx.TransportError, timeout: float) -> TransientFailure:
@@ -59,10 +64,12 @@ def failure_from_transport(error: httpx.TransportError, timeout: float) -> Trans
         return TransientFailure(
             f"timed out after {timeout:g}s ({type(error).__name__})",
             user_message=f"the service timed out (no answer within {timeout:g}s)",
+            kind="timeout",
         )
     return TransientFailure(
         f"connection error ({type(error).__name__}: {error})",
         user_message="the service could not be reached",
+        kind="connection error",
     )
 
 

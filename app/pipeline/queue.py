@@ -395,7 +395,7 @@ _FAIL = DriverStatement.compile(
             completed_at=func.now(),
             **_NO_LEASE,
         ),
-        detail=bindparam("comment", type_=String),
+        detail=bindparam("failure", type_=String),
         alongside=_audio_dropped,
     )
 )
@@ -483,9 +483,11 @@ async def fail_task(
     *,
     owner: str,
     comment: str,
+    kind: str = "",
     drop_audio: bool = False,
 ) -> bool:
-    """End the task as failed with `comment` naming the stage and the reason."""
+    """End the task as failed with `comment` naming the stage and the reason; the history
+    row keeps both the comment and the failure's `kind`, which operators group by."""
     return await _moved(
         connection,
         _FAIL,
@@ -494,6 +496,7 @@ async def fail_task(
         drop_audio=drop_audio,
         next_status=TaskStatus.FAILED.value,
         comment=comment,
+        failure=json.dumps({"comment": comment, "kind": kind}, ensure_ascii=False),
     )
 
 

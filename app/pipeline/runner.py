@@ -130,6 +130,7 @@ class TaskRunner:
                     task.id,
                     owner=self.owner,
                     comment=comment,
+                    kind="abandoned",
                     drop_audio=self._drops_audio,
                 )
             ):
@@ -191,6 +192,7 @@ class TaskRunner:
                 TransientFailure(
                     f"internal error ({type(error).__name__})",
                     user_message="an internal error occurred",
+                    kind="internal error",
                 ),
             )
 
@@ -357,6 +359,7 @@ class TaskRunner:
                 task_id,
                 owner=self.owner,
                 comment=comment,
+                kind=failure.kind,
                 drop_audio=self._drops_audio,
             )
         ):

@@ -3,8 +3,9 @@
 A failure is a `failed` transition in `task_events`. Its stage is the status the task was
 in just before (the stage's service name, as in `STAGE_BY_STATUS`); its reason is the
 learner-facing comment the pipeline wrote (`<stage> failed: <message>`), without the
-attempt count so that one outage makes one group. A cancel's detail is the action's JSON;
-its reason is the comment it set.
+attempt count so that one outage makes one group; its kind is the short label the
+pipeline logged with it ("HTTP 503", "timeout", "invalid response"). A cancel's detail is
+the action's JSON: its reason is the comment it set, its kind the action.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ _FAILURES = f"""
         SELECT e.task_id, e.seq, e.created_at AS failed_at, t.user_id,
                CASE WHEN left(e.detail, 1) = '{{' THEN (e.detail::jsonb) ->> 'comment'
                     ELSE e.detail END AS comment,
+               CASE WHEN left(e.detail, 1) = '{{'
+                    THEN coalesce((e.detail::jsonb) ->> 'kind', (e.detail::jsonb) ->> 'action')
+               END AS kind,
                (SELECT p.status FROM task_events p
                 WHERE p.task_id = e.task_id AND p.kind = 'status' AND p.seq < e.seq
                 ORDER BY p.seq DESC LIMIT 1) AS prior
@@ -56,10 +60,11 @@ _FAILURES = f"""
 
 _GROUPS = text(
     f"""
-    SELECT stage, reason, count(*) AS failures, count(DISTINCT task_id) AS tasks,
+    SELECT stage, reason, coalesce(nullif(kind, ''), 'unknown') AS kind,
+           count(*) AS failures, count(DISTINCT task_id) AS tasks,
            min(failed_at) AS first_seen, max(failed_at) AS last_seen
     FROM ({_FAILURES}) matched
-    GROUP BY stage, reason
+    GROUP BY stage, reason, 3
     ORDER BY count(*) DESC, max(failed_at) DESC
     """
 )
@@ -87,6 +92,7 @@ class FailureFilter:
 class FailureGroup:
     stage: str
     reason: str
+    kind: str
     failures: int
     tasks: int
     first_seen: datetime
@@ -102,6 +108,7 @@ async def failure_groups(
         FailureGroup(
             stage=row.stage,
             reason=row.reason,
+            kind=row.kind,
             failures=row.failures,
             tasks=row.tasks,
             first_seen=row.first_seen,

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.tasks.failures import FailureFilter, failure_groups
 from tests.conftest import pipeline_settings
 from tests.fakes import FakeServices
 from tests.pipeline.conftest import Uploader, event_log, wait_terminal
@@ -28,6 +29,10 @@ async def test_a_bulk_retry_after_an_outage_completes_the_failed_tasks(
     for task_id, _ in tasks:
         assert (await wait_terminal(engine, task_id))["status"] == "failed"
     fakes.transcribing.always = None  # the service is back
+    async with engine.connect() as connection:
+        [group] = await failure_groups(connection, FailureFilter(window_hours=1))
+    assert (group.stage, group.kind, group.tasks) == ("transcribing", "HTTP 400", 3)
+    assert group.reason.startswith("transcribing failed: the service answered HTTP 400")
 
     filter_ = {"stage": "transcribing", "window_hours": 1}
     dry = await client.post("/console/api/retries", json=filter_, headers=OPERATOR)

@@ -7,6 +7,7 @@ restart or a full server gives), so they reach the workers exactly as asyncpg re
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -61,7 +62,7 @@ async def test_a_detail_with_nul_and_a_lone_surrogate_fails_the_tasks_and_costs_
             f"transcribing failed: the service answered HTTP 400: bad input {CLEANED}"
         )
         last = (await event_log(engine, task_id))[-1]
-        assert last["detail"] == row["comment"]
+        assert json.loads(last["detail"]) == {"comment": row["comment"], "kind": "HTTP 400"}
 
     await assert_all_workers_live(client)
     await assert_a_new_task_completes(uploader, engine)
