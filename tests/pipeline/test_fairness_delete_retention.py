@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
@@ -76,25 +75,7 @@ async def test_deleting_a_task_mid_run_stops_the_worker_without_resurrecting_it(
 
     assert response.status_code == 204
     assert await task_row(engine, task_id) is None
-    await eventually(
-        lambda: asyncio.sleep(
-            0, result=fakes.transcribing.calls_for(marker)[0].finished is not None
-        ),
-        message="the transcriber call to end",
-    )
-
-    # Give the worker its chance to write back; it must not.
-    async def worker_idle() -> bool:
-        async with engine.connect() as connection:
-            held = await connection.scalar(
-                text("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL")
-            )
-        return bool(held == 0)
-
-    await eventually(worker_idle, message="the worker to let go")
-    assert await task_row(engine, task_id) is None
-    assert fakes.feedback.calls_for(marker) == []
-    assert await audio_count(engine, task_id) == 0
+    await assert_nothing_written_back(engine, fakes, task_id, marker)
     async with engine.connect() as connection:
         history = await connection.scalar(
             text("SELECT count(*) FROM task_events WHERE task_id = :id"), {"id": task_id}
@@ -114,24 +95,7 @@ async def test_erasing_a_user_mid_run_leaves_nothing_for_the_worker_to_write_bac
     )
 
     assert (await client.delete(f"/users/{user_id}")).status_code == 204
-    await eventually(
-        lambda: asyncio.sleep(
-            0, result=fakes.transcribing.calls_for(marker)[0].finished is not None
-        ),
-        message="the transcriber call to end",
-    )
-
-    async def worker_idle() -> bool:
-        async with engine.connect() as connection:
-            held = await connection.scalar(
-                text("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL")
-            )
-        return bool(held == 0)
-
-    await eventually(worker_idle, message="the worker to let go")
-    assert await task_row(engine, task_id) is None
-    assert fakes.feedback.calls_for(marker) == []
-    assert await audio_count(engine, task_id) == 0
+    await assert_nothing_written_back(engine, fakes, task_id, marker)
 
 
 async def test_every_stage_write_of_an_erased_users_task_is_a_no_op(
@@ -284,3 +248,26 @@ async def audio_count(engine: AsyncEngine, task_id: str) -> int:
             text("SELECT count(*) FROM task_audio WHERE task_id = :id"), {"id": task_id}
         )
     return int(value or 0)
+
+
+async def assert_nothing_written_back(
+    engine: AsyncEngine, fakes: FakeServices, task_id: str, marker: str
+) -> None:
+    """Once the running transcription of a deleted task ends, its worker lets go and
+    writes nothing back: no row, no feedback call, no audio."""
+    await eventually(
+        lambda: fakes.transcribing.calls_for(marker)[0].finished is not None,
+        message="the transcriber call to end",
+    )
+
+    async def worker_idle() -> bool:
+        async with engine.connect() as connection:
+            held = await connection.scalar(
+                text("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL")
+            )
+        return bool(held == 0)
+
+    await eventually(worker_idle, message="the worker to let go")
+    assert await task_row(engine, task_id) is None
+    assert fakes.feedback.calls_for(marker) == []
+    assert await audio_count(engine, task_id) == 0
