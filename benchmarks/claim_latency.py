@@ -1,4 +1,4 @@
-"""Issue 6: how long one claim takes, by the size and the shape of the waiting backlog.
+"""How long one claim takes, by the size and the shape of the waiting backlog.
 
 Each scenario fills a fresh `tasks` table with SQL, then times claims from the client's
 side: BEGIN (REPEATABLE READ), the claim statement, ROLLBACK. The rollback leaves the queue

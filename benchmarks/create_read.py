@@ -1,4 +1,4 @@
-"""Create and read at load (issue 2): uploads per second, peak RSS, page latency.
+"""Create and read at load: uploads per second, peak RSS, page latency.
 
     .venv/bin/python -m benchmarks.create_read [--requests 2000] [--seconds 60] ...
 

@@ -1,4 +1,4 @@
-"""Live followers (issue 4): thousands of SSE streams on one service process.
+"""Live followers: thousands of SSE streams on one service process.
 
     .venv/bin/python -m benchmarks.followers [--followers 1000,10000] [--tasks 100]
 

@@ -1,4 +1,4 @@
-"""Pipeline throughput (issue 3): tasks per second through all stages with instant fakes.
+"""Pipeline throughput: tasks per second through all stages with instant fakes.
 
     .venv/bin/python -m benchmarks.pipeline_throughput [--tasks 1000] [--configs 1x8,2x8,...]
 

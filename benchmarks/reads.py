@@ -1,4 +1,4 @@
-"""The read path (issue 12): a page and the legacy list against `/health`, in one process.
+"""The read path: a page and the legacy list against `/health`, in one process.
 
     .venv/bin/python -m benchmarks.reads [--stack auto,plain] [--repetitions 3] ...
 

@@ -1,4 +1,4 @@
-"""SSE fan-out (issue 12): latency at 5 followers, frames per core and a 5 000/s load at 10 000.
+"""SSE fan-out: latency at 5 followers, frames per core and a 5 000/s load at 10 000.
 
     .venv/bin/python -m benchmarks.sse_fanout --compare DIR --quiet-wait 0
 

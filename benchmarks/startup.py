@@ -1,4 +1,4 @@
-"""Start-up: the image's start command to the first 200 from `/health` (issue 12).
+"""Start-up: the image's start command to the first 200 from `/health`.
 
     .venv/bin/python -m benchmarks.startup [--source DIR] [--runs 3]
 

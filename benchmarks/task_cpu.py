@@ -1,4 +1,4 @@
-"""Service CPU per task, upload and pipeline together (issue 12), for 100 KB and 5 MB audio.
+"""Service CPU per task, upload and pipeline together, for 100 KB and 5 MB audio.
 
     .venv/bin/python -m benchmarks.task_cpu [--small-tasks 200] [--large-tasks 32]
                                             [--repetitions 3] [--compare DIR]

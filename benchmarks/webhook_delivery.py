@@ -1,4 +1,4 @@
-"""Webhook delivery (issue 13): deliveries per second, and the CPU a callback adds to a task.
+"""Webhook delivery: deliveries per second, and the CPU a callback adds to a task.
 
     .venv/bin/python -m benchmarks.webhook_delivery [--deliveries 1000] [--tasks 300]
 

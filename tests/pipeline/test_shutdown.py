@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 __all__ = ["service_process"]  # the fixture, shared with the other process tests
 
 GRACE = 3
-# What the README promises beyond MANAGER_SHUTDOWN_GRACE_SECONDS for the whole exit.
+# What docs/architecture.md promises beyond MANAGER_SHUTDOWN_GRACE_SECONDS for the whole exit.
 MARGIN = 5
 # A signal reaches the workers within milliseconds; this only absorbs a loaded machine.
 SIGNAL_LATENCY = 0.5
