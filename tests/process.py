@@ -98,3 +98,21 @@ class ServiceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+def refused_start(environment: dict[str, str], cwd: Path) -> str:
+    """Run `python start.py` with only `environment`; it must refuse at once, exit 2 and
+    say why in one line, which is returned."""
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "start.py")],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    return lines[0]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.config import ConfigurationError, load_settings
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.process import refused_start
 
 
 @pytest.fixture(autouse=True)
@@ -94,19 +91,7 @@ def test_an_invalid_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_start_py_exits_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     environment = {"PATH": "/usr/bin:/bin", "MANAGER_DEBUG_MODE": "false"}
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "start.py")],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 2
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1, completed.stderr
-    assert "MANAGER_DB_POSTGRES_HOST" in lines[0]
+    assert "MANAGER_DB_POSTGRES_HOST" in refused_start(environment, tmp_path)
 
 
 def test_a_backoff_base_above_its_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,8 +8,6 @@ at start-up in one line that names it, in debug mode too.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,8 +15,7 @@ import pytest
 
 from app.config import STAGES, ConfigurationError, Settings, load_settings
 from app.main import create_app
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.process import refused_start
 
 
 @pytest.fixture(autouse=True)
@@ -151,16 +148,4 @@ def test_start_py_refuses_a_missing_host_in_one_line(
     environment |= production_variables(without="MANAGER_SERVICE_FEEDBACK_HOST")
     if debug_mode is not None:
         environment["MANAGER_DEBUG_MODE"] = debug_mode
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "start.py")],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 2
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1, completed.stderr
-    assert "MANAGER_SERVICE_FEEDBACK_HOST" in lines[0]
+    assert "MANAGER_SERVICE_FEEDBACK_HOST" in refused_start(environment, tmp_path)
