@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,44 +21,47 @@ from tests.pipeline.test_claims import add_tasks, claim, driver, history
 pytestmark = pytest.mark.usefixtures("clean_database")
 
 
-async def test_each_stage_write_run_twice_records_one_transition(engine: AsyncEngine) -> None:
+@asynccontextmanager
+async def held_task(
+    engine: AsyncEngine, owner: str
+) -> AsyncIterator[tuple[queue.ClaimedTask, asyncpg.Connection]]:
+    """One new task claimed by `owner`, whose liveness lock is held meanwhile; yields
+    (the claimed task, a raw driver connection for the stage writes)."""
     await add_tasks(engine, uuid.uuid4(), 1)
     async with engine.connect() as locked:
-        await locked.execute(text("SELECT pg_advisory_lock(hashtextextended('me', 0))"))
+        await locked.execute(text("SELECT pg_advisory_lock(hashtextextended(:o, 0))"), {"o": owner})
         await locked.commit()
-        claimed = await claim(engine, "me")
+        claimed = await claim(engine, owner)
         assert claimed is not None
         async with engine.connect() as connection:
-            raw = await driver(connection)
-
-            async def preprocessed() -> bool:
-                return await queue.store_preprocessed_audio(
-                    raw, claimed.id, owner="me", wav=b"RIFF"
-                )
-
-            async def transcribed() -> bool:
-                return await queue.store_transcription(
-                    raw, claimed.id, owner="me", transcription="a"
-                )
-
-            async def completed() -> bool:
-                return await queue.complete_task(
-                    raw, claimed.id, owner="me", accuracy=1.0, mistakes=[]
-                )
-
-            writes = [
-                (preprocessed, TaskStatus.TRANSCRIBING),
-                (transcribed, TaskStatus.EVALUATING),
-                (completed, TaskStatus.COMPLETED),
-            ]
-            for write, reached in writes:
-                assert await write() is True
-                # The retry of a write whose commit went through: nothing moves...
-                assert await write() is False
-                # ...and the runner learns that the first try took effect.
-                assert await queue.moved_to(raw, claimed.id, owner="me", status=reached)
+            yield claimed, await driver(connection)
         await locked.execute(text("SELECT pg_advisory_unlock_all()"))
         await locked.commit()
+
+
+async def test_each_stage_write_run_twice_records_one_transition(engine: AsyncEngine) -> None:
+    async with held_task(engine, "me") as (claimed, raw):
+
+        async def preprocessed() -> bool:
+            return await queue.store_preprocessed_audio(raw, claimed.id, owner="me", wav=b"RIFF")
+
+        async def transcribed() -> bool:
+            return await queue.store_transcription(raw, claimed.id, owner="me", transcription="a")
+
+        async def completed() -> bool:
+            return await queue.complete_task(raw, claimed.id, owner="me", accuracy=1.0, mistakes=[])
+
+        writes = [
+            (preprocessed, TaskStatus.TRANSCRIBING),
+            (transcribed, TaskStatus.EVALUATING),
+            (completed, TaskStatus.COMPLETED),
+        ]
+        for write, reached in writes:
+            assert await write() is True
+            # The retry of a write whose commit went through: nothing moves...
+            assert await write() is False
+            # ...and the runner learns that the first try took effect.
+            assert await queue.moved_to(raw, claimed.id, owner="me", status=reached)
 
     assert [status for _, _, status in await history(engine, claimed.id)] == [
         "started",
@@ -67,22 +73,13 @@ async def test_each_stage_write_run_twice_records_one_transition(engine: AsyncEn
 
 
 async def test_a_write_of_another_owner_has_not_moved_the_task(engine: AsyncEngine) -> None:
-    await add_tasks(engine, uuid.uuid4(), 1)
-    async with engine.connect() as locked:
-        await locked.execute(text("SELECT pg_advisory_lock(hashtextextended('me', 0))"))
-        await locked.commit()
-        claimed = await claim(engine, "me")
-        assert claimed is not None
-        async with engine.connect() as connection:
-            raw = await driver(connection)
-            assert not await queue.store_transcription(
-                raw, claimed.id, owner="me", transcription="out of order"
-            )
-            assert not await queue.moved_to(
-                raw, claimed.id, owner="someone else", status=TaskStatus.PREPROCESSING
-            )
-        await locked.execute(text("SELECT pg_advisory_unlock_all()"))
-        await locked.commit()
+    async with held_task(engine, "me") as (claimed, raw):
+        assert not await queue.store_transcription(
+            raw, claimed.id, owner="me", transcription="out of order"
+        )
+        assert not await queue.moved_to(
+            raw, claimed.id, owner="someone else", status=TaskStatus.PREPROCESSING
+        )
 
 
 async def test_a_write_whose_answer_was_lost_is_not_repeated(
