@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 
+from app.db.faults import describe as describe_database_error
+from app.db.faults import is_database_error
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -86,5 +89,8 @@ def retrying(
 
 
 def _describe(error: BaseException) -> str:
+    if is_database_error(error):
+        # The driver's and the server's messages may quote the statement's values.
+        return describe_database_error(error)
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -20,6 +20,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
+from app.db.faults import is_database_unavailable
 from app.db.sessions import SessionOptions
 
 # A pooled connection found closed (the server restarted, the socket dropped) is replaced
@@ -71,13 +72,12 @@ class Database:
             if (
                 raw.is_closed()
                 or not isinstance(error, asyncpg.PostgresError)
-                or isinstance(
-                    error, asyncpg.PostgresConnectionError | asyncpg.ReadOnlySQLTransactionError
-                )
+                or is_database_unavailable(error)
             ):
                 # Closed, or a statement cut off midway (cancelled, interface error): the
                 # protocol state is unknown, so the connection is not reused. A server that
-                # refuses writes is a demoted primary: the next connection finds the new one.
+                # is unavailable (shutting down, or a demoted primary refusing writes) is
+                # left: the next connection finds it back, or finds the new primary.
                 with contextlib.suppress(Exception):
                     await greenlet_spawn(pooled.invalidate)
             raise

@@ -17,6 +17,13 @@ from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+# What SQLAlchemy raises to the application, its asyncpg adapter's own, and the driver's.
+_DATABASE_ERRORS = (
+    DBAPIError,
+    AsyncAdapt_asyncpg_dbapi.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 # SQLSTATE class 08: connection exception (refused, lost, protocol violation).
 _UNAVAILABLE_CLASSES = ("08",)
 _UNAVAILABLE_CODES = frozenset(
@@ -69,6 +76,11 @@ def is_database_unavailable(error: BaseException) -> bool:
 def is_retryable_database_error(error: BaseException) -> bool:
     """Would the same statement likely succeed a little later (unavailable, or a conflict)?"""
     return is_database_unavailable(error) or sqlstate(error) in _CONFLICT_CODES
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Raised by SQLAlchemy's database layer or the driver, whose text may quote values."""
+    return isinstance(error, _DATABASE_ERRORS)
 
 
 def describe(error: BaseException) -> str:

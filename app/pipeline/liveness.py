@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from app.db.faults import describe
 from app.db.sessions import SessionOptions, connect
 from app.pipeline.queue import SERVER_IDENTITY_SQL
 from app.retry import Backoff, retrying
@@ -98,7 +99,7 @@ class OwnerLock:
             try:
                 await self._watch(connection, lost)
             except Exception as error:  # the watch query failed: the connection is gone
-                log.warning("liveness lock: lost (%r)", error)
+                log.warning("liveness lock: lost (%s)", describe(error))
             log.warning("liveness lock: connection lost; %s stops claiming", self.owner)
         finally:
             self.held.clear()

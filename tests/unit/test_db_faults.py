@@ -10,6 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from app.db.faults import (
     describe,
+    is_database_error,
     is_database_unavailable,
     is_retryable_database_error,
     sqlstate,
@@ -109,3 +110,28 @@ def test_the_sqlstate_is_unwrapped_and_described_without_the_statement() -> None
     assert sqlstate(error) == "57P03"
     assert describe(error) == "SQLSTATE 57P03"
     assert describe(ConnectionRefusedError()) == "ConnectionRefusedError"
+
+
+DATABASE_ERRORS = {
+    "driver": asyncpg.exceptions.UniqueViolationError("x"),
+    "driver's bad argument": asyncpg.exceptions.DataError("x"),
+    "driver's closed connection": asyncpg.ConnectionDoesNotExistError("x"),
+    "adapter's": adapted(asyncpg.exceptions.UniqueViolationError("x")),
+    "SQLAlchemy's": wrapped(asyncpg.exceptions.UniqueViolationError("x"), IntegrityError),
+}
+OTHER_ERRORS = {
+    "refused": ConnectionRefusedError(111, "refused"),
+    "pool timeout": PoolTimeout("QueuePool limit"),
+    "a bug": ValueError("SQLSTATE 23505"),
+}
+
+
+@pytest.mark.parametrize("error", DATABASE_ERRORS.values(), ids=DATABASE_ERRORS.keys())
+def test_errors_of_the_database_layer_are_told_by_class(error: Exception) -> None:
+    assert is_database_error(error)
+
+
+@pytest.mark.parametrize("error", OTHER_ERRORS.values(), ids=OTHER_ERRORS.keys())
+def test_sockets_the_pool_and_bugs_are_no_database_errors(error: Exception) -> None:
+    # Their text names no statement's values, so it may be logged as it is.
+    assert not is_database_error(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 
+import asyncpg
 import pytest
 
 from app.retry import Backoff, retrying
@@ -76,3 +77,24 @@ async def test_an_error_it_does_not_retry_and_the_last_one_are_raised_as_they_ar
     with pytest.raises(ConnectionError):
         await stopped(down)
     assert attempts == 2
+
+
+async def test_a_database_error_is_logged_without_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    attempts = 0
+
+    async def duplicate() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise asyncpg.UniqueViolationError("Key (title)=(Please call Stella) already exists")
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        await retrying(Backoff(base=0.1, cap=0.1), log=log, message="x", sleep=no_sleep)(duplicate)
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert message.startswith("x (SQLSTATE 23505); retrying in")
+    assert "Stella" not in message
