@@ -3,7 +3,9 @@
 Every loop that waits out a fault uses it: the pipeline's database writes, a worker
 after an error, the LISTEN connection, the event hub's reader and the liveness lock.
 tenacity runs those loops (attempt counting, when to stop, which errors to retry, the
-sleep, the log line before it); `Backoff` is the wait between attempts. The retry of a
+sleep, the log line before it); `Backoff` is the wait between attempts. Calls on a hot
+path go through `LazyRetrying`, which makes the first attempt itself and hands a failure
+to the same tenacity loop. The retry of a
 failed *stage* does not sleep in a loop: the task is released with a not-before time
 computed by `Backoff.delay`, the same formula as a pure function, so any worker (of any
 process) takes it up when it falls due.
@@ -15,16 +17,20 @@ step, so a fault that lasts does not get hammered.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 
 from app.db.faults import describe as describe_database_error
 from app.db.faults import is_database_error
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,65 @@ def retrying(
         reraise=True,
         **options,  # type: ignore[arg-type]
     )
+
+
+class LazyRetrying:
+    """`retrying` for a call on a hot path: the first attempt is made directly.
+
+    Building tenacity's loop costs more than the call it wraps when that nearly always
+    succeeds, so it is built only after a failure, which it then judges as its attempt 1:
+    the same `retry_if`, `stop`, log line and waits as `retrying` alone would give.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(
+        self,
+        backoff: Backoff,
+        *,
+        log: logging.Logger,
+        message: str,
+        retry_if: Callable[[BaseException], bool] = lambda _: True,
+        stop: tenacity.stop.stop_base | Callable[[RetryCallState], bool] = tenacity.stop_never,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+        traceback: bool = False,
+        describe: Callable[[BaseException], str] | None = None,
+    ) -> None:
+        self._loop = functools.partial(
+            retrying,
+            backoff,
+            log=log,
+            message=message,
+            retry_if=retry_if,
+            stop=stop,
+            sleep=sleep,
+            traceback=traceback,
+            describe=describe,
+        )
+
+    async def __call__(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except Exception as error:
+            failure = error
+        # Outside the `except`: errors of later attempts are not chained to this one.
+        # A fresh loop per failure: tenacity keeps per-loop state, and calls run concurrently.
+        result: T = await self._loop()(_failed_once(failure, call))
+        return result
+
+
+def _failed_once(
+    failure: Exception, call: Callable[[], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    """`call`, whose first attempt (made already) raises `failure` again for tenacity."""
+    pending = [failure]
+
+    async def attempt() -> T:
+        if pending:
+            raise pending.pop()
+        return await call()
+
+    return attempt
 
 
 def _describe(error: BaseException) -> str:

@@ -28,7 +28,7 @@ from app.pipeline import queue
 from app.pipeline.clients import StageClients
 from app.pipeline.errors import PermanentFailure, StageFailure, TransientFailure
 from app.pipeline.queue import ClaimedTask
-from app.retry import Backoff, retrying
+from app.retry import Backoff, LazyRetrying
 from app.tracing import NO_SPANS, Spans
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,14 @@ class TaskRunner:
         self.is_stopping = is_stopping
         # A retention of 0: the statement that ends a task also deletes its audio.
         self._drops_audio = settings.audio_retention_hours == 0
+        self._write_retries = LazyRetrying(
+            WRITE_BACKOFF,
+            log=log,
+            message="database unavailable; retrying the write",
+            retry_if=is_retryable_database_error,
+            describe=describe,
+            stop=tenacity.stop_before_delay(settings.worker_lease_seconds),
+        )
 
     def rename(self, owner: str) -> None:
         """Work as `owner` from now on; tasks held under the old name stop at once.
@@ -377,25 +385,12 @@ class TaskRunner:
         The stage output is in memory and the lease still fences the write, so riding
         out a database restart here saves calling the stage again.
         """
-        try:  # the first attempt without the retry machinery: it nearly always succeeds
+
+        async def attempt() -> T:
             async with self.database.driver() as connection:
                 return await step(connection)
-        except Exception as error:
-            if not is_retryable_database_error(error):
-                raise
-            log.warning("database unavailable; retrying the write (%s)", describe(error))
-        async for attempt in retrying(
-            WRITE_BACKOFF,
-            log=log,
-            message="database unavailable; retrying the write",
-            retry_if=is_retryable_database_error,
-            describe=describe,
-            stop=tenacity.stop_before_delay(self.settings.worker_lease_seconds),
-        ):
-            with attempt:
-                async with self.database.driver() as connection:
-                    return await step(connection)
-        raise AssertionError("unreachable: the last attempt returned or raised")
+
+        return await self._write_retries(attempt)
 
 
 def _stage_name(status: TaskStatus) -> str:

@@ -19,7 +19,7 @@ from app.pipeline.clients import StageClients
 from app.pipeline.liveness import OwnerLock
 from app.pipeline.runner import TaskRunner
 from app.pipeline.wakeup import Wakeup
-from app.retry import Backoff, retrying
+from app.retry import Backoff, LazyRetrying
 from app.tracing import NO_SPANS, Spans
 
 log = logging.getLogger(__name__)
@@ -155,9 +155,8 @@ class WorkerPool:
 
     async def _work(self) -> None:
         """Claim and run tasks until stopped; no error ends a worker, only cancellation."""
-        backoff = Backoff(base=ERROR_PAUSE_SECONDS, cap=self.settings.worker_poll_seconds)
-        errors = retrying(
-            backoff,
+        rounds = LazyRetrying(
+            Backoff(base=ERROR_PAUSE_SECONDS, cap=self.settings.worker_poll_seconds),
             log=log,
             message="worker error; going on",
             stop=lambda _: self._stopping,
@@ -166,16 +165,9 @@ class WorkerPool:
         )
         while not self._stopping:
             try:
-                # The usual round, a task or an idle wait, runs without the retry machinery.
-                await self._claim_and_run()
-                continue
-            except Exception:
-                pause = backoff.delay(1)
-                log.warning("worker error; going on; retrying in %.1fs", pause, exc_info=True)
-            await self.wakeup.wait(pause)
-            # After an error, rounds run under the backoff until one succeeds.
-            try:
-                await errors(self._claim_and_run)
+                # A round (a task or an idle wait) that fails is repeated under the
+                # backoff until one succeeds.
+                await rounds(self._claim_and_run)
             except Exception:  # raised only once stopping: nothing is retried any more
                 log.warning("worker error while stopping", exc_info=True)
 
