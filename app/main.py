@@ -191,7 +191,7 @@ def create_app(
                 async with database.autocommit.connect() as connection:
                     return await outbox.pending_summary(connection)
 
-            metrics.live.attach(
+            metrics.scrape_time_gauges.attach(
                 held=lambda: workers.held,
                 followers=lambda: hub.follower_count,
                 read_queue=read_queue,

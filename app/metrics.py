@@ -25,16 +25,14 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 QUEUE_READ_SECONDS = 2.0
 
 
-class LiveGauges(Collector):
+class ScrapeTimeGauges(Collector):
     """The gauges, read when Prometheus scrapes rather than set by the code they describe.
 
-    In-process values (tasks held, open streams) are read from their owners through
-    callables the lifespan attaches. The queue's values need a query, and a collector's
-    `collect` is synchronous while the database is reached through asyncio: the scrape
-    route awaits `refresh()` first (a pre-scrape hook), which reads them into this
-    object. A background refresh would query the database while nobody scrapes and
-    report values as old as its period; the hook costs one short query per scrape.
-    When the query fails the gauges keep their last values and the scrape still answers.
+    In-process values (tasks held, open streams) come from callables the lifespan
+    attaches. The queues' values need a query, which `collect` (synchronous) cannot
+    await: the scrape route awaits `refresh()` first. Read on demand, they are never
+    older than the scrape, and nothing queries the database while nobody scrapes. A
+    failed query keeps the last values, so the scrape still answers.
     """
 
     def __init__(self) -> None:
@@ -112,7 +110,7 @@ class Metrics:
     stage_call_duration: Histogram
     downstream_calls: Counter
     stage_retries: Counter
-    live: LiveGauges
+    scrape_time_gauges: ScrapeTimeGauges
     webhook_attempts: Counter
     webhook_deliveries: Counter
     webhook_receivers_open: Gauge
@@ -150,8 +148,8 @@ class Metrics:
 
 def create_metrics() -> Metrics:
     registry = CollectorRegistry(auto_describe=True)
-    live = LiveGauges()
-    registry.register(live)
+    scrape_time_gauges = ScrapeTimeGauges()
+    registry.register(scrape_time_gauges)
     return Metrics(
         registry=registry,
         tasks_created=Counter(
@@ -178,7 +176,7 @@ def create_metrics() -> Metrics:
             "ilps_stage_retries", "Transient stage failures that were retried.", ["stage"],
             registry=registry,
         ),
-        live=live,
+        scrape_time_gauges=scrape_time_gauges,
         webhook_attempts=Counter(
             "ilps_webhook_attempts",
             "Webhook attempts by outcome (delivered, gone, redirect, rejected, server_error, "

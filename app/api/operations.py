@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import RuntimeDep
 from app.db.migrations import current_revision, head_revision, serving_address
@@ -45,8 +45,13 @@ class ServiceReadiness(BaseModel):
 
 
 class WorkerReadiness(BaseModel):
+    # `live` is the JSON key clients already read.
+    model_config = ConfigDict(validate_by_name=True)
+
     ok: bool = Field(description="Every configured worker is running and none is stopping.")
-    live: int = Field(description="Pipeline workers of this process still running.")
+    running: int = Field(
+        alias="live", description="Pipeline workers of this process still running."
+    )
     configured: int = Field(description="`MANAGER_WORKER_CONCURRENCY`.")
 
 
@@ -97,7 +102,8 @@ class ReadinessResponse(BaseModel):
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     """Counters and histograms of this process; queue gauges read from the database."""
-    await runtime.metrics.live.refresh()  # the queue's gauges need a query: before rendering
+    # The queues' gauges need a query: read them before rendering.
+    await runtime.metrics.scrape_time_gauges.refresh()
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -129,9 +135,9 @@ async def readiness(runtime: RuntimeDep, response: Response) -> ReadinessRespons
 
 def _workers_readiness(runtime: Runtime) -> WorkerReadiness:
     pool = runtime.workers
-    live, configured = pool.live, pool.configured
+    running, configured = pool.running, pool.configured
     return WorkerReadiness(
-        ok=live >= configured and not pool.stopping, live=live, configured=configured
+        ok=running >= configured and not pool.stopping, running=running, configured=configured
     )
 
 

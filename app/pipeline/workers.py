@@ -103,7 +103,7 @@ class WorkerPool:
         return self.settings.worker_concurrency
 
     @property
-    def live(self) -> int:
+    def running(self) -> int:
         """Workers still running; fewer than `configured` only after a fault or at shutdown."""
         return sum(1 for worker in self._workers if not worker.done())
 

@@ -182,12 +182,12 @@ async def test_200_tasks_survive_restarts_a_faulty_transcriber_and_a_killed_list
         f"\nfault run: {TASKS} tasks in {wall:.1f}s; {restarts} PostgreSQL restarts, "
         f"{listener_kills} LISTEN backends killed, {retries} retries, "
         f"{transcriber.count()} transcriber calls; statuses {statuses}; "
-        f"{dirty} cleaned transcriptions; workers {runtime.workers.live}/{WORKERS}; "
+        f"{dirty} cleaned transcriptions; workers {runtime.workers.running}/{WORKERS}; "
         f"failures: {sorted(set(failures))}"
     )
     assert sum(statuses.values()) == TASKS
     assert set(statuses) <= {"completed", "failed"}
-    assert runtime.workers.live == WORKERS
+    assert runtime.workers.running == WORKERS
     assert restarts == RESTARTS
     assert listener_kills >= RESTARTS
     assert all(stream[-1] in ("completed", "failed") for stream in ended), ended
