@@ -39,8 +39,8 @@ class Database:
     autocommit: AsyncEngine
     # Sessions on it: every statement commits on its own. For requests that only read,
     # but nothing enforces that: a read-only transaction (`postgresql_readonly`, which
-    # asyncpg applies only when it opens a transaction) would cost BEGIN and COMMIT
-    # round trips, about 1.7 times the latency of a one-query read on loopback.
+    # asyncpg applies only when it opens a transaction) would add BEGIN and COMMIT round
+    # trips to every read (see docs/performance.md).
     autocommit_sessions: async_sessionmaker[AsyncSession]
     # What every connection sets up (the pool's; the dedicated ones take the same).
     options: SessionOptions

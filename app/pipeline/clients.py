@@ -259,8 +259,8 @@ def create_stage_clients(
 ) -> StageClients:
     """One client per stage, calling `base_urls[stage]` (a sandbox's, or the configured one).
 
-    `tls` is the process's one TLS context: building one loads the CA bundle (about 80 ms
-    at start-up each), and httpx builds one per transport unless it is given one.
+    `tls` is the process's one TLS context: building one loads the CA bundle, and httpx
+    builds one per transport unless it is given one.
     """
 
     def client(cls: type[C], stage: StageName) -> C:
