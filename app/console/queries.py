@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.status import STAGE_BY_STATUS, TERMINAL_SQL
 from app.pipeline.queue import waiting_summary
-from app.webhooks import outbox
+from app.webhooks.reports import pending_summary
 
 CHART_MINUTES = 60
 DURATION_WINDOW_HOURS = 24
@@ -96,7 +96,7 @@ async def overview(connection: AsyncConnection) -> Overview:
         )
         for row in await connection.execute(_DURATIONS)
     ]
-    backlog, oldest_webhook = await outbox.pending_summary(connection)
+    backlog, oldest_webhook = await pending_summary(connection)
     return Overview(
         unfinished=unfinished,
         waiting=waiting,
