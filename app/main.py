@@ -34,8 +34,8 @@ from app.runtime import Runtime
 from app.signals import observe_stop_signals
 from app.tracing import NO_SPANS, tracing_requested
 from app.upload_memory import UploadMemory
-from app.webhooks import outbox
 from app.webhooks.policy import CallbackPolicy, Resolver
+from app.webhooks.reports import pending_summary
 from app.webhooks.transport import guarded_client
 from app.webhooks.worker import DeliveryWorker
 
@@ -189,7 +189,7 @@ def create_app(
 
             async def read_webhooks() -> tuple[int, float]:
                 async with database.autocommit.connect() as connection:
-                    return await outbox.pending_summary(connection)
+                    return await pending_summary(connection)
 
             metrics.scrape_time_gauges.attach(
                 held=lambda: workers.held,

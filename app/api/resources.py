@@ -29,7 +29,7 @@ from app.api.uploads import (
 from app.db.status import TaskStatus
 from app.tasks import service
 from app.tasks.errors import TaskNotFound
-from app.webhooks import outbox
+from app.webhooks.reports import task_deliveries
 
 router = APIRouter(
     prefix="/tasks", tags=["tasks"], responses=UNAUTHENTICATED, route_class=ResourceRoute
@@ -127,7 +127,7 @@ async def list_deliveries(
 ) -> list[WebhookDeliveryReport]:
     """Empty until the task ends (and always without a `callback_url`)."""
     await service.get_task(session, user_id, task_id)  # the owner's, or 404
-    reports = await outbox.task_deliveries(await session.connection(), task_id)
+    reports = await task_deliveries(await session.connection(), task_id)
     return [WebhookDeliveryReport.model_validate(report) for report in reports]
 
 

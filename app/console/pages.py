@@ -32,8 +32,8 @@ from app.runtime import Runtime
 from app.tasks.errors import TaskError
 from app.tasks.failures import FailureFilter, failure_groups
 from app.tasks.retry import action_detail, cancel_task, retry_matching
-from app.webhooks import outbox
 from app.webhooks.redeliver import redeliver
+from app.webhooks.reports import task_deliveries
 
 STATIC = Path(__file__).parent / "static"
 # How often the overview stream sends fresh figures, and for how long one stream lasts
@@ -192,7 +192,7 @@ async def task_page(
         if task is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Task not found.")
         events = await timeline(connection, task_id)
-        deliveries = await outbox.task_deliveries(connection, task_id)
+        deliveries = await task_deliveries(connection, task_id)
     body = views.task_body(task, events, deliveries, csrf=csrf_token(settings), message=message)
     return views.page(f"Task {task_id}", body)
 

@@ -7,52 +7,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db.status import STAGE_BY_STATUS, TERMINAL_SQL
+from app.db.queries import queries
+from app.db.status import STAGE_BY_STATUS
 from app.pipeline.queue import waiting_summary
-from app.webhooks import outbox
+from app.webhooks.reports import pending_summary
 
 CHART_MINUTES = 60
 DURATION_WINDOW_HOURS = 24
-
-_UNFINISHED = text(
-    f"SELECT status, count(*) AS tasks FROM tasks WHERE status NOT IN {TERMINAL_SQL} "
-    "GROUP BY status ORDER BY status"
-)
-# Endings per minute over the chart's hour, from the history (a retried task that fails
-# again counts each time).
-_PER_MINUTE = text(
-    f"""
-    SELECT floor(EXTRACT(EPOCH FROM now() - created_at) / 60)::int AS minutes_ago,
-           status, count(*) AS tasks
-    FROM task_events
-    WHERE kind = 'status' AND status IN {TERMINAL_SQL}
-      AND created_at >= now() - make_interval(mins => {CHART_MINUTES})
-    GROUP BY 1, 2
-    """
-)
-# A stage's duration: from entering its status to the task's next transition.
-_DURATIONS = text(
-    f"""
-    WITH moves AS (
-        SELECT status, created_at,
-               lead(created_at) OVER (PARTITION BY task_id ORDER BY seq) AS left_at
-        FROM task_events
-        WHERE kind = 'status'
-          AND created_at >= now() - make_interval(hours => {DURATION_WINDOW_HOURS})
-    )
-    SELECT status, count(*) AS runs,
-           percentile_cont(0.5) WITHIN GROUP (
-               ORDER BY EXTRACT(EPOCH FROM left_at - created_at)) AS p50,
-           percentile_cont(0.95) WITHIN GROUP (
-               ORDER BY EXTRACT(EPOCH FROM left_at - created_at)) AS p95
-    FROM moves
-    WHERE left_at IS NOT NULL AND status IN ({", ".join(f"'{s}'" for s in STAGE_BY_STATUS)})
-    GROUP BY status
-    """
-)
 
 
 @dataclass
@@ -80,13 +43,22 @@ class Overview:
 
 
 async def overview(connection: AsyncConnection) -> Overview:
-    unfinished = {row.status: row.tasks for row in await connection.execute(_UNFINISHED)}
+    console = queries("console")
+    by_status = await connection.execute(console.unfinished_by_status.clause)
+    unfinished = {row.status: row.tasks for row in by_status}
     waiting, oldest = await waiting_summary(connection)
     completed = [0] * CHART_MINUTES
     failed = [0] * CHART_MINUTES
-    for row in await connection.execute(_PER_MINUTE):
+    endings = await connection.execute(
+        console.endings_per_minute.clause, {"minutes": CHART_MINUTES}
+    )
+    for row in endings:
         slot = CHART_MINUTES - 1 - min(row.minutes_ago, CHART_MINUTES - 1)
         (completed if row.status == "completed" else failed)[slot] += row.tasks
+    stage_runs = await connection.execute(
+        console.stage_durations.clause,
+        {"hours": DURATION_WINDOW_HOURS, "stage_statuses": list(STAGE_BY_STATUS)},
+    )
     durations = [
         StageDuration(
             stage=STAGE_BY_STATUS[row.status],
@@ -94,9 +66,9 @@ async def overview(connection: AsyncConnection) -> Overview:
             p50_seconds=float(row.p50),
             p95_seconds=float(row.p95),
         )
-        for row in await connection.execute(_DURATIONS)
+        for row in stage_runs
     ]
-    backlog, oldest_webhook = await outbox.pending_summary(connection)
+    backlog, oldest_webhook = await pending_summary(connection)
     return Overview(
         unfinished=unfinished,
         waiting=waiting,
@@ -136,14 +108,7 @@ class TaskSummary:
 
 async def task_summary(connection: AsyncConnection, task_id: uuid.UUID) -> TaskSummary | None:
     row = (
-        await connection.execute(
-            text(
-                "SELECT t.id, t.user_id, t.title, t.status, t.comment, t.created_at, "
-                "t.updated_at, t.callback_url, array(SELECT a.kind FROM task_audio a "
-                "WHERE a.task_id = t.id ORDER BY a.kind) AS audio FROM tasks t WHERE t.id = :id"
-            ),
-            {"id": task_id},
-        )
+        await connection.execute(queries("console").task_summary.clause, {"id": task_id})
     ).one_or_none()
     if row is None:
         return None
@@ -151,17 +116,7 @@ async def task_summary(connection: AsyncConnection, task_id: uuid.UUID) -> TaskS
 
 
 async def timeline(connection: AsyncConnection, task_id: uuid.UUID) -> list[TimelineEntry]:
-    rows = await connection.execute(
-        text(
-            """
-            SELECT seq, kind, status, stage, attempt, detail, created_at AS at,
-                   EXTRACT(EPOCH FROM lead(created_at) OVER (ORDER BY seq) - created_at)
-                       AS seconds_until_next
-            FROM task_events WHERE task_id = :id ORDER BY seq
-            """
-        ),
-        {"id": task_id},
-    )
+    rows = await connection.execute(queries("console").timeline.clause, {"id": task_id})
     return [
         TimelineEntry(
             seq=row.seq,
@@ -183,11 +138,6 @@ async def user_tasks(
     connection: AsyncConnection, user_id: uuid.UUID, *, limit: int = 50
 ) -> list[TaskSummary]:
     rows = await connection.execute(
-        text(
-            "SELECT t.id, t.user_id, t.title, t.status, t.comment, t.created_at, t.updated_at, "
-            "t.callback_url, ARRAY[]::text[] AS audio FROM tasks t WHERE t.user_id = :user_id "
-            "ORDER BY t.created_at DESC, t.id DESC LIMIT :limit"
-        ),
-        {"user_id": user_id, "limit": limit},
+        queries("console").user_tasks.clause, {"user_id": user_id, "limit": limit}
     )
     return [TaskSummary(**row._asdict()) for row in rows]

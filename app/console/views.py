@@ -8,7 +8,7 @@ from html import escape
 
 from app.console.queries import Overview, TaskSummary, TimelineEntry
 from app.tasks.failures import FailureGroup
-from app.webhooks.outbox import DeliveryReport
+from app.webhooks.reports import DeliveryReport
 
 STYLE = """
 body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}

@@ -77,7 +77,8 @@ class Query:
     @functools.cached_property
     def clause(self) -> TextClause:
         """The statement for a SQLAlchemy session (`session.execute(query.clause, {...})`)."""
-        return text(self.sql)
+        # `text()` reads `:word` as a parameter even inside a string or a comment: escape those.
+        return text(_STRING_OR_COMMENT.sub(lambda found: found[0].replace(":", r"\:"), self.sql))
 
     async def fetch(self, connection: asyncpg.Connection, **values: Any) -> list[Any]:
         return list(await connection.fetch(self.driver_sql, *self.arguments(values)))

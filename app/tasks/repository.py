@@ -1,4 +1,8 @@
-"""SQL for reading and writing tasks; the service layer composes these in one unit of work."""
+"""SQL for reading and writing tasks; the service layer composes these in one unit of work.
+
+The statements written as SQL are in app/db/sql/tasks.sql; the ORM and Core ones are built
+here from the models.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Integer,
     LargeBinary,
     Select,
@@ -21,20 +24,17 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.db.history import EVENTS_CHANNEL, recorded
 from app.db.models import Task, TaskAudio
-from app.db.status import TERMINAL_SQL
+from app.db.queries import Query, queries
 
-# The columns of the two lists, in the order of their responses' fields: the API writes
-# the rows out as they come (app/api/listing.py). UUIDs are read as text, the form the
-# responses show, so no value is converted in Python.
+# The columns of the two lists' statements, in the order of their responses' fields: the
+# API writes the rows out as they come (app/api/listing.py). UUIDs are read as text, the
+# form the responses show, so no value is converted in Python.
 PAGE_COLUMNS = (
     "id",
     "user_id",
@@ -48,7 +48,6 @@ PAGE_COLUMNS = (
     "completed_at",
 )
 LEGACY_LIST_COLUMNS = ("id", "status", "title", "accuracy", "created_at")
-_UUID_COLUMNS = frozenset({"id", "user_id", "text_id"})
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,8 @@ class Recording:
 
 
 def _insert_task_with_upload() -> Select[Task]:
-    """The statement behind `insert_task`, built once: its parameters are named `new_*`.
-
-    Built per call, constructing the two CTEs and computing their cache key was a visible
-    part of an upload's CPU; built once, each call only binds its values.
-    """
+    """The statement behind `insert_task`, built once (each call only binds its values):
+    its parameters are named `new_*`."""
     new_task = (
         insert(Task)
         .values(
@@ -121,9 +117,6 @@ def _insert_task_with_upload() -> Select[Task]:
 # The per-user lock that serialises a user's creations and erasure: the two-key form
 # (PostgreSQL's objsubid 2), which the claim's reading of owner locks (objsubid 1) ignores.
 USER_LOCK_CLASS = 0x5553_4552
-_LOCK_USER = text(
-    "SELECT pg_advisory_xact_lock(:lock_class, hashtext(CAST(CAST(:user_id AS uuid) AS text)))"
-)
 
 _INSERT_TASK_WITH_UPLOAD = _insert_task_with_upload()
 
@@ -158,35 +151,12 @@ async def insert_task(
     return None if row is None else row[0]
 
 
-# The `created` event, recorded only while the user is within the caps, the new task and
-# its upload counted. The statement starts after `insert_task` took the user's lock, so
-# two creations of one user never both pass a cap (see `_insert_task_with_upload`).
-_RECORD_CREATED_WITHIN_CAPS = recorded(
-    update(Task).where(
-        Task.id == bindparam("task_id"),
-        text(
-            f"""
-            (SELECT count(*) FROM tasks mine
-             WHERE mine.user_id = tasks.user_id AND mine.status NOT IN {TERMINAL_SQL})
-                <= :max_unfinished
-            AND (SELECT coalesce(sum(audio.size), 0) FROM tasks mine
-                 JOIN task_audio audio ON audio.task_id = mine.id
-                 WHERE mine.user_id = tasks.user_id) <= :max_audio_bytes
-            """
-        ).bindparams(
-            bindparam("max_unfinished", type_=BigInteger),
-            bindparam("max_audio_bytes", type_=BigInteger),
-        ),
-    ),
-)
-
-
 async def record_created_within_caps(
     session: AsyncSession, task_id: uuid.UUID, *, max_unfinished: int, max_audio_bytes: int
 ) -> bool:
     """Record the new task's `created` event; False (nothing written) when over a cap."""
     seq = await session.scalar(
-        _RECORD_CREATED_WITHIN_CAPS,
+        queries("tasks").record_created_within_caps.clause,
         {"task_id": task_id, "max_unfinished": max_unfinished, "max_audio_bytes": max_audio_bytes},
     )
     return seq is not None
@@ -206,25 +176,16 @@ async def user_usage(
     """What the user holds against the caps (read only when a creation was refused)."""
     row = (
         await session.execute(
-            text(
-                f"""
-                SELECT
-                    (SELECT count(*) FROM tasks
-                     WHERE user_id = :user_id AND status NOT IN {TERMINAL_SQL}),
-                    (SELECT coalesce(sum(a.size), 0) FROM tasks t
-                     JOIN task_audio a ON a.task_id = t.id WHERE t.user_id = :user_id),
-                    (SELECT EXTRACT(EPOCH FROM min(coalesce(t.completed_at, t.updated_at))
-                                    + make_interval(secs => :retention) - now())
-                     FROM tasks t
-                     WHERE t.user_id = :user_id AND t.status IN {TERMINAL_SQL}
-                       AND EXISTS (SELECT 1 FROM task_audio a WHERE a.task_id = t.id))
-                """
-            ),
+            queries("tasks").user_usage.clause,
             {"user_id": user_id, "retention": retention_hours * 3600},
         )
     ).one()
-    frees = None if row[2] is None else float(row[2])
-    return UserUsage(unfinished=int(row[0]), audio_bytes=int(row[1]), audio_frees_in_seconds=frees)
+    frees = None if row.audio_frees_in is None else float(row.audio_frees_in)
+    return UserUsage(
+        unfinished=int(row.unfinished),
+        audio_bytes=int(row.audio_bytes),
+        audio_frees_in_seconds=frees,
+    )
 
 
 async def find_by_idempotency_key(
@@ -242,44 +203,42 @@ async def get_user_task(
     return await session.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
 
 
-async def list_user_tasks(
+async def list_all_user_tasks(connection: AsyncConnection, user_id: uuid.UUID) -> Sequence[Any]:
+    """Every task of the user newest first, holding `LEGACY_LIST_COLUMNS`."""
+    return await _driver_rows(connection, "list_all_tasks", {"user_id": user_id})
+
+
+async def list_user_tasks_page(
     connection: AsyncConnection,
     user_id: uuid.UUID,
     *,
-    columns: Sequence[str],
-    limit: int | None,
+    limit: int,
     after: PageCursor | None = None,
     status: str | None = None,
 ) -> Sequence[Any]:
-    """The user's tasks newest first, served by `ix_tasks_user_created`.
-
-    The rows are the driver's own (asyncpg records: values in `columns` order, also by
-    name): at 10 000 rows, ORM objects, SQLAlchemy rows and per-value type conversion
-    each cost more than the query. The statement still runs through SQLAlchemy, so a
-    connection a database restart cut is invalidated and answered 503 like any other;
-    the driver has fetched every row by the time `execute` returns. One SQL text per
-    shape of the query (status filter, cursor, limit), so each keeps its own prepared
-    statement and its plan on the index.
-    """
-    shown = ", ".join(
-        f"{name}::text AS {name}" if name in _UUID_COLUMNS else name for name in columns
-    )
-    parameters: list[Any] = [user_id]
-    conditions = ["user_id = $1"]
+    """Up to `limit` of the user's tasks newest first, holding `PAGE_COLUMNS`: those in
+    `status` (None: any), after the cursor `after` (None: from the newest)."""
+    values: dict[str, Any] = {"user_id": user_id, "limit": limit}
+    name = "list_tasks_page"
     if status is not None:
-        parameters.append(status)
-        conditions.append(f"status = ${len(parameters)}")
+        name += "_in_status"
+        values["status"] = status
     if after is not None:
-        parameters += [after.created_at, after.id]
-        conditions.append(f"(created_at, id) < (${len(parameters) - 1}, ${len(parameters)})")
-    sql = (
-        f"SELECT {shown} FROM tasks WHERE {' AND '.join(conditions)} "
-        "ORDER BY created_at DESC, id DESC"
-    )
-    if limit is not None:
-        parameters.append(limit)
-        sql += f" LIMIT ${len(parameters)}"
-    result = await connection.exec_driver_sql(sql, tuple(parameters))
+        name += "_after"
+        values |= {"after_created_at": after.created_at, "after_id": after.id}
+    return await _driver_rows(connection, name, values)
+
+
+async def _driver_rows(
+    connection: AsyncConnection, name: str, values: dict[str, Any]
+) -> Sequence[Any]:
+    """The rows of a list statement as the driver's own records (values in column order,
+    also by name): ORM objects, SQLAlchemy rows and per-value conversion each cost more
+    than the query at thousands of rows. It still runs through SQLAlchemy, so a connection
+    a database restart cut is invalidated and answered 503 like any other; the driver has
+    fetched every row by the time `execute` returns."""
+    query: Query = getattr(queries("tasks"), name)
+    result = await connection.exec_driver_sql(query.driver_sql, tuple(query.arguments(values)))
     try:
         return result.cursor.fetchall()
     finally:
@@ -288,24 +247,15 @@ async def list_user_tasks(
 
 async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Take the user's lock (see `USER_LOCK_CLASS`) until the transaction ends."""
-    await session.execute(_LOCK_USER, {"lock_class": USER_LOCK_CLASS, "user_id": user_id})
-
-
-# Every task of the user goes, and with it (ON DELETE CASCADE) its audio, history and
-# webhook deliveries with their attempts; each deleted task's followers are told (sequence
-# number 0) at commit. The user's queue entry goes too: no row keeps the user id.
-_ERASE_USER = text(
-    f"""
-    WITH gone AS (DELETE FROM tasks WHERE user_id = :user_id RETURNING id),
-    queue AS (DELETE FROM queue_users WHERE user_id = :user_id)
-    SELECT gone.id, pg_notify('{EVENTS_CHANNEL}', gone.id::text || '\\:0') FROM gone
-    """
-)
+    await session.execute(
+        queries("tasks").lock_user.clause, {"lock_class": USER_LOCK_CLASS, "user_id": user_id}
+    )
 
 
 async def erase_user_tasks(session: AsyncSession, user_id: uuid.UUID) -> int:
     """Delete everything stored for the user; the number of tasks deleted."""
-    return len((await session.execute(_ERASE_USER, {"user_id": user_id})).all())
+    erased = await session.execute(queries("tasks").erase_user.clause, {"user_id": user_id})
+    return len(erased.all())
 
 
 async def delete_user_task(session: AsyncSession, user_id: uuid.UUID, task_id: uuid.UUID) -> bool:

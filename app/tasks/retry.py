@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.history import recorded
 from app.db.models import Task
+from app.db.queries import queries
 from app.db.status import STAGE_BY_STATUS, TERMINAL_SQL, TaskStatus
 from app.tasks.errors import TaskError, TaskNotFound
 from app.tasks.failures import FailureFilter, failed_task_ids
@@ -53,19 +54,6 @@ def action_detail(action: str, actor: str, reason: str, **extra: str) -> str:
     """The history row's `detail` of an action: who, what and why, as JSON text."""
     return json.dumps({"action": action, "by": actor, "reason": reason, **extra})
 
-
-_STATE = text(
-    """
-    SELECT t.status, t.result IS NOT NULL AS transcribed,
-           EXISTS (SELECT 1 FROM task_audio a WHERE a.task_id = t.id AND a.kind = 'upload')
-               AS has_upload,
-           EXISTS (SELECT 1 FROM task_audio a
-                   WHERE a.task_id = t.id AND a.kind = 'preprocessed') AS has_preprocessed
-    FROM tasks t
-    WHERE t.id = :task_id AND (CAST(:owner AS uuid) IS NULL OR t.user_id = CAST(:owner AS uuid))
-    FOR UPDATE OF t
-    """
-)
 
 _RETRY = recorded(
     update(Task)
@@ -97,21 +85,6 @@ _CANCEL = recorded(
 )
 
 
-# `queue_users` (the claim's walk over users) is kept by triggers on tasks that start or
-# stop being unfinished; none fires when a finished task becomes unfinished again, so the
-# retry puts the task's user back itself, as the insert trigger does for a new task.
-_REQUEUE_USER = text(
-    """
-    INSERT INTO queue_users AS q (user_id, oldest_unfinished_at)
-    SELECT user_id, created_at FROM tasks WHERE id = :task_id
-    ON CONFLICT (user_id) DO UPDATE
-        SET oldest_unfinished_at = EXCLUDED.oldest_unfinished_at
-        WHERE q.oldest_unfinished_at IS NULL
-           OR q.oldest_unfinished_at > EXCLUDED.oldest_unfinished_at
-    """
-)
-
-
 def entry_status(*, has_upload: bool, has_preprocessed: bool, transcribed: bool) -> str | None:
     """Where the claim resumes a task with this much stored; None: its input is gone."""
     if has_preprocessed:
@@ -135,7 +108,11 @@ async def retry_failed_task(
     `owner`: only that user's task (another's answers as missing); None: any task.
     `dry_run`: check only, change nothing.
     """
-    state = (await session.execute(_STATE, {"task_id": task_id, "owner": owner})).one_or_none()
+    state = (
+        await session.execute(
+            queries("tasks").retry_state.clause, {"task_id": task_id, "owner": owner}
+        )
+    ).one_or_none()
     if state is None:
         raise TaskNotFound
     if state.status != TaskStatus.FAILED.value:
@@ -160,7 +137,7 @@ async def retry_failed_task(
             "action_detail": action_detail("retry", actor, reason),
         },
     )
-    await session.execute(_REQUEUE_USER, {"task_id": task_id})
+    await session.execute(queries("tasks").requeue_user.clause, {"task_id": task_id})
     return Retried(task_id=task_id, status=entry, stage=STAGE_BY_STATUS[entry])
 
 
@@ -207,7 +184,7 @@ async def cancel_task(
     )
     if seq is not None:
         return
-    exists = await session.scalar(text("SELECT 1 FROM tasks WHERE id = :id"), {"id": task_id})
+    exists = await session.scalar(queries("tasks").task_exists.clause, {"id": task_id})
     if exists is None:
         raise TaskNotFound
     raise TaskNotCancellable

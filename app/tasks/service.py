@@ -170,9 +170,7 @@ async def list_all_tasks(connection: AsyncConnection, user_id: uuid.UUID) -> Seq
 
     The rows hold `repository.LEGACY_LIST_COLUMNS`, UUIDs as text.
     """
-    return await repository.list_user_tasks(
-        connection, user_id, columns=repository.LEGACY_LIST_COLUMNS, limit=None
-    )
+    return await repository.list_all_user_tasks(connection, user_id)
 
 
 async def list_tasks_page(
@@ -185,10 +183,9 @@ async def list_tasks_page(
 ) -> TaskPage:
     """One page of the user's tasks, newest first, continuing after `cursor`."""
     after = decode_cursor(cursor) if cursor else None
-    rows = await repository.list_user_tasks(
+    rows = await repository.list_user_tasks_page(
         connection,
         user_id,
-        columns=repository.PAGE_COLUMNS,
         limit=limit + 1,
         after=after,
         status=status.value if status is not None else None,

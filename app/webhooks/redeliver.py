@@ -5,28 +5,19 @@ detail naming the operator and the reason (followers see status transitions only
 
 A redelivery is a new outbox row with the same event, callback and payload: a new
 `webhook-id`, so a receiver that dropped or deduplicated the first one takes it, and a new
-age, so the delivery age limit counts from the request, not from the task's end.
+age, so the delivery age limit counts from the request, not from the task's end. The new
+row and its history entry are written in the caller's transaction: both or neither.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.history import EventRecord, append_event
+from app.db.queries import queries
 
-_REDELIVER = text(
-    """
-    INSERT INTO webhook_deliveries
-        (task_id, user_id, event_type, callback_url, receiver_host, payload)
-    SELECT task_id, user_id, event_type, callback_url, receiver_host, payload
-    FROM webhook_deliveries WHERE id = :delivery_id
-    RETURNING id, task_id,
-              (SELECT status FROM tasks WHERE tasks.id = webhook_deliveries.task_id) AS status
-    """
-)
 WEBHOOK_STAGE = "webhook"
 
 
@@ -34,7 +25,9 @@ async def redeliver(
     session: AsyncSession, delivery_id: uuid.UUID, *, detail: str
 ) -> tuple[uuid.UUID, uuid.UUID] | None:
     """(new delivery id, task id) queued for sending; None when there is no such delivery."""
-    row = (await session.execute(_REDELIVER, {"delivery_id": delivery_id})).one_or_none()
+    row = (
+        await session.execute(queries("webhooks").redeliver.clause, {"delivery_id": delivery_id})
+    ).one_or_none()
     if row is None:
         return None
     await append_event(

@@ -11,6 +11,10 @@ more than the poll.
 Fairness: one receiver host holds at most MANAGER_WEBHOOK_CONCURRENCY_PER_HOST of the
 slots, the claim takes due deliveries round-robin across hosts, and a host whose
 breaker is open (app/webhooks/breaker.py) is left out of the claim altogether.
+
+Every statement of the loop is one of `outbox`'s, on `Database.driver()`. The one
+exception is the body: the task's detail document, read by the API's own code (handed in
+as `render`), which reads through a session.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.engine import Database
@@ -53,14 +58,15 @@ TaskRenderer = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[dict[str
 LEASE_MARGIN_SECONDS = 5.0
 ERROR_PAUSE_SECONDS = 0.2
 # With sends in flight, a claim waits this long for half the slots to be free, so that one
-# statement claims several deliveries (a claim per delivery was a fifth of the database
-# round trips of a delivery); a slow receiver delays the next claim by no more than this.
+# statement claims several deliveries; a slow receiver delays the next claim by no more.
 CLAIM_BATCH_WINDOW_SECONDS = 0.05
 RELEASE_SECONDS = 2.0
 # How often the idle loop ends overdue deliveries no attempt will reach soon (behind an
 # open breaker): a tenth of the retry window, at most this. It reads the pending rows.
 EXPIRY_SWEEP_SECONDS = 60.0
-FINAL_STATES = {"delivered": "delivered", "gone": "disabled", "refused": "refused"}
+# The send outcomes that end a delivery, and the state it is stored in then; any other
+# outcome is tried again.
+FINAL_STATE_BY_OUTCOME = {"delivered": "delivered", "gone": "disabled", "refused": "refused"}
 
 
 def delivery_owner_name() -> str:
@@ -153,7 +159,7 @@ class DeliveryWorker:
         await asyncio.gather(*unfinished, return_exceptions=True)
         try:
             async with asyncio.timeout(RELEASE_SECONDS):
-                async with self.database.autocommit.connect() as connection:
+                async with self.database.driver() as connection:
                     await outbox.release(connection, ids, owner=self.owner)
         except Exception:  # their leases expire on their own
             log.warning("could not hand back the webhook deliveries in flight", exc_info=True)
@@ -167,7 +173,7 @@ class DeliveryWorker:
             traceback=True,
         )
         try:
-            async with self.database.autocommit.connect() as connection:
+            async with self.database.driver() as connection:
                 await outbox.store_limits(
                     connection, max_pending_per_user=self.settings.webhook_max_pending_per_user
                 )
@@ -195,7 +201,7 @@ class DeliveryWorker:
             if done:
                 return  # count the free slots again
         self._wakeup.clear()
-        async with self.database.autocommit.connect() as connection:
+        async with self.database.driver() as connection:
             claimed = await outbox.claim(
                 connection,
                 owner=self.owner,
@@ -246,7 +252,7 @@ class DeliveryWorker:
         if probe is not None:
             timeout = min(timeout, max(probe, 0.01))
         with contextlib.suppress(Exception):
-            async with self.database.autocommit.connect() as connection:
+            async with self.database.driver() as connection:
                 self._report_dropped(await outbox.report_dropped(connection))
                 await self._sweep(connection)
                 blocked = [host for host, room in self._rooms().items() if room <= 0]
@@ -257,7 +263,7 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
 
-    async def _sweep(self, connection: AsyncConnection) -> None:
+    async def _sweep(self, connection: asyncpg.Connection) -> None:
         now = asyncio.get_running_loop().time()
         if now < self._next_sweep:
             return
@@ -324,7 +330,7 @@ class DeliveryWorker:
             detail=result.detail,
         )
         self.metrics.webhook_attempts.labels(result.outcome).inc()
-        async with self.database.autocommit.connect() as connection:
+        async with self.database.driver() as connection:
             written = await outbox.record_attempt(
                 connection,
                 delivery,
@@ -353,7 +359,7 @@ class DeliveryWorker:
         self, delivery: ClaimedDelivery, result: AttemptResult, elapsed: float
     ) -> tuple[str, float]:
         """The delivery's state after this attempt, and the wait before the next one."""
-        final = FINAL_STATES.get(result.outcome)
+        final = FINAL_STATE_BY_OUTCOME.get(result.outcome)
         if final is not None:
             return final, 0.0
         retry_in = self.backoff.delay(delivery.attempt)
@@ -368,5 +374,5 @@ class DeliveryWorker:
         if task is None:
             return None
         body = delivery_body(delivery.event_type, delivery.created_at, task)
-        async with self.database.autocommit.connect() as connection:
+        async with self.database.driver() as connection:
             return await outbox.store_payload(connection, delivery.id, body)

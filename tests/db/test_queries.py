@@ -38,6 +38,14 @@ def test_a_file_is_split_into_named_statements_with_their_purposes() -> None:
     assert parsed.two is two
 
 
+def test_the_sessions_form_takes_the_same_parameters() -> None:
+    """A colon inside a string or a comment is no parameter for `text()` either."""
+    one, two = list(parse("sample", SAMPLE))
+    assert set(one.clause.compile().params) == set(one.parameters)
+    assert "'a:b'" in str(one.clause)
+    assert set(two.clause.compile().params) == {"title"}
+
+
 def test_unknown_names_and_wrong_arguments_fail_loudly() -> None:
     parsed = parse("sample", SAMPLE)
     with pytest.raises(AttributeError, match=r"sample\.sql has no query named 'three'"):

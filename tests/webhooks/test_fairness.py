@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import URL, text
@@ -231,8 +232,10 @@ async def test_a_users_deliveries_beyond_the_cap_are_dropped_and_reported(
             ]
             dropped_count = await metric(client, 'ilps_webhook_deliveries_total{state="dropped"}')
     finally:
-        async with engine.begin() as connection:
-            await outbox.store_limits(connection, max_pending_per_user=100)  # the default
+        async with engine.connect() as pooled:
+            driver = (await pooled.get_raw_connection()).driver_connection
+            assert isinstance(driver, asyncpg.Connection)
+            await outbox.store_limits(driver, max_pending_per_user=100)  # the default
 
     states = sorted(report["state"] for [report] in listed)
     assert states == ["dropped"] * 2 + ["pending"] * 3

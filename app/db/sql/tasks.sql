@@ -1,0 +1,195 @@
+-- The task API's statements (app/tasks/repository.py) and the failures read off the
+-- history (app/tasks/failures.py).
+
+-- name: record_created_within_caps
+-- Record a new task's `created` event and notify it, only while its user is within the
+-- caps with the task and its upload counted; no row when over a cap. It runs after the
+-- insert took the user's lock, so two creations of one user never both pass a cap.
+WITH moved AS (
+    UPDATE tasks
+    SET last_event_seq = last_event_seq + 1, updated_at = now()
+    WHERE id = :task_id
+      AND (SELECT count(*) FROM tasks mine
+           WHERE mine.user_id = tasks.user_id AND mine.status NOT IN ('completed', 'failed'))
+          <= :max_unfinished
+      AND (SELECT coalesce(sum(audio.size), 0) FROM tasks mine
+           JOIN task_audio audio ON audio.task_id = mine.id
+           WHERE mine.user_id = tasks.user_id) <= :max_audio_bytes
+    RETURNING id, status, last_event_seq
+),
+recorded AS (
+    INSERT INTO task_events (task_id, seq, kind, status)
+    SELECT id, last_event_seq, 'status', status FROM moved
+    RETURNING task_id, seq
+)
+SELECT seq, pg_notify('task_events', task_id::text || ':' || seq::text) FROM recorded;
+
+-- name: user_usage
+-- What :user_id holds against the caps: unfinished tasks, stored audio bytes, and the
+-- seconds until the earliest audio of a finished task goes (kept :retention seconds;
+-- NULL when all of it belongs to unfinished tasks).
+SELECT
+    (SELECT count(*) FROM tasks
+     WHERE user_id = :user_id AND status NOT IN ('completed', 'failed')) AS unfinished,
+    (SELECT coalesce(sum(a.size), 0) FROM tasks t
+     JOIN task_audio a ON a.task_id = t.id WHERE t.user_id = :user_id) AS audio_bytes,
+    (SELECT extract(epoch FROM min(coalesce(t.completed_at, t.updated_at))
+                    + make_interval(secs => :retention) - now())
+     FROM tasks t
+     WHERE t.user_id = :user_id AND t.status IN ('completed', 'failed')
+       AND EXISTS (SELECT 1 FROM task_audio a WHERE a.task_id = t.id)) AS audio_frees_in;
+
+-- name: lock_user
+-- Take the user's advisory lock (class :lock_class) until the transaction ends.
+SELECT pg_advisory_xact_lock(:lock_class, hashtext(CAST(CAST(:user_id AS uuid) AS text)));
+
+-- name: erase_user
+-- Delete every task of :user_id, and with them (ON DELETE CASCADE) their audio, history
+-- and deliveries, and the user's queue entry: no row keeps the user id. Each deleted
+-- task's followers are told (sequence number 0) at commit.
+WITH gone AS (DELETE FROM tasks WHERE user_id = :user_id RETURNING id),
+queue AS (DELETE FROM queue_users WHERE user_id = :user_id)
+SELECT gone.id, pg_notify('task_events', gone.id::text || ':0') FROM gone;
+
+-- name: list_all_tasks
+-- Every task of :user_id, newest first, as the legacy list shows them (UUIDs as text).
+SELECT id::text AS id, status, title, accuracy, created_at
+FROM tasks
+WHERE user_id = :user_id
+ORDER BY created_at DESC, id DESC;
+
+-- name: list_tasks_page
+-- A page of :user_id's tasks, newest first (UUIDs as text). The page statements differ
+-- only in their filters: each shape keeps a prepared plan of its own on the
+-- (user_id, created_at, id) index.
+SELECT id::text AS id, user_id::text AS user_id, text_id::text AS text_id, title, status,
+       accuracy, comment, created_at, updated_at, completed_at
+FROM tasks
+WHERE user_id = :user_id
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_tasks_page_in_status
+-- A page of :user_id's tasks in :status, newest first.
+SELECT id::text AS id, user_id::text AS user_id, text_id::text AS text_id, title, status,
+       accuracy, comment, created_at, updated_at, completed_at
+FROM tasks
+WHERE user_id = :user_id AND status = :status
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_tasks_page_after
+-- A page of :user_id's tasks, newest first, after the cursor (:after_created_at, :after_id).
+SELECT id::text AS id, user_id::text AS user_id, text_id::text AS text_id, title, status,
+       accuracy, comment, created_at, updated_at, completed_at
+FROM tasks
+WHERE user_id = :user_id AND (created_at, id) < (:after_created_at, :after_id)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: list_tasks_page_in_status_after
+-- A page of :user_id's tasks in :status, newest first, after the cursor.
+SELECT id::text AS id, user_id::text AS user_id, text_id::text AS text_id, title, status,
+       accuracy, comment, created_at, updated_at, completed_at
+FROM tasks
+WHERE user_id = :user_id AND status = :status
+  AND (created_at, id) < (:after_created_at, :after_id)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: failure_groups
+-- Every failure in the last :window seconds, grouped by stage, reason and kind, most
+-- frequent first. The filters are optional (NULL: any); `failed_task_ids` reads the
+-- failures the same way.
+WITH failure AS (
+    SELECT e.task_id, e.seq, e.created_at AS failed_at, t.user_id,
+           -- An action's detail is its JSON; a pipeline failure's is the comment it wrote.
+           CASE WHEN left(e.detail, 1) = '{' THEN (e.detail::jsonb) ->> 'comment'
+                ELSE e.detail END AS comment,
+           CASE WHEN left(e.detail, 1) = '{'
+                THEN coalesce((e.detail::jsonb) ->> 'kind', (e.detail::jsonb) ->> 'action')
+           END AS kind,
+           (SELECT p.status FROM task_events p
+            WHERE p.task_id = e.task_id AND p.kind = 'status' AND p.seq < e.seq
+            ORDER BY p.seq DESC LIMIT 1) AS prior
+    FROM task_events e JOIN tasks t ON t.id = e.task_id
+    WHERE e.kind = 'status' AND e.status = 'failed'
+      AND e.created_at >= now() - make_interval(secs => CAST(:window AS float8))
+      AND (CAST(:user_id AS uuid) IS NULL OR t.user_id = CAST(:user_id AS uuid))
+),
+labelled AS (
+    -- The stage: the service of the status the task failed in (:stage_by_status), that
+    -- status itself otherwise, 'claim' when none. The reason leaves out the attempt
+    -- count, so one outage makes one group.
+    SELECT failure.*,
+           coalesce(CAST(:stage_by_status AS jsonb) ->> prior, prior, 'claim') AS stage,
+           regexp_replace(coalesce(comment, ''), ' \(after \d+ attempts\)$', '') AS reason
+    FROM failure
+)
+SELECT stage, reason, coalesce(nullif(kind, ''), 'unknown') AS kind,
+       count(*) AS failures, count(DISTINCT task_id) AS tasks,
+       min(failed_at) AS first_seen, max(failed_at) AS last_seen
+FROM labelled
+WHERE (CAST(:stage AS text) IS NULL OR stage = CAST(:stage AS text))
+  AND (CAST(:reason AS text) IS NULL OR reason = CAST(:reason AS text))
+GROUP BY stage, reason, 3
+ORDER BY count(*) DESC, max(failed_at) DESC;
+
+-- name: failed_task_ids
+-- Up to :limit tasks failed now whose latest failure is in the last :window seconds and
+-- matches the filters (as in `failure_groups`), oldest failure first.
+WITH failure AS (
+    SELECT e.task_id, e.created_at AS failed_at,
+           CASE WHEN left(e.detail, 1) = '{' THEN (e.detail::jsonb) ->> 'comment'
+                ELSE e.detail END AS comment,
+           (SELECT p.status FROM task_events p
+            WHERE p.task_id = e.task_id AND p.kind = 'status' AND p.seq < e.seq
+            ORDER BY p.seq DESC LIMIT 1) AS prior
+    FROM task_events e JOIN tasks t ON t.id = e.task_id
+    WHERE e.kind = 'status' AND e.status = 'failed'
+      AND e.created_at >= now() - make_interval(secs => CAST(:window AS float8))
+      AND (CAST(:user_id AS uuid) IS NULL OR t.user_id = CAST(:user_id AS uuid))
+      -- Failed now: no transition after this failure.
+      AND t.status = 'failed'
+      AND NOT EXISTS (SELECT 1 FROM task_events n
+                      WHERE n.task_id = e.task_id AND n.kind = 'status' AND n.seq > e.seq)
+),
+labelled AS (
+    SELECT failure.*,
+           coalesce(CAST(:stage_by_status AS jsonb) ->> prior, prior, 'claim') AS stage,
+           regexp_replace(coalesce(comment, ''), ' \(after \d+ attempts\)$', '') AS reason
+    FROM failure
+)
+SELECT task_id
+FROM labelled
+WHERE (CAST(:stage AS text) IS NULL OR stage = CAST(:stage AS text))
+  AND (CAST(:reason AS text) IS NULL OR reason = CAST(:reason AS text))
+ORDER BY failed_at
+LIMIT :limit;
+
+-- name: retry_state
+-- A task's status and which of a retry's inputs are still stored, the row locked until
+-- the transaction ends; only :owner's task unless :owner is NULL.
+SELECT t.status, t.result IS NOT NULL AS transcribed,
+       EXISTS (SELECT 1 FROM task_audio a WHERE a.task_id = t.id AND a.kind = 'upload')
+           AS has_upload,
+       EXISTS (SELECT 1 FROM task_audio a
+               WHERE a.task_id = t.id AND a.kind = 'preprocessed') AS has_preprocessed
+FROM tasks t
+WHERE t.id = :task_id AND (CAST(:owner AS uuid) IS NULL OR t.user_id = CAST(:owner AS uuid))
+FOR UPDATE OF t;
+
+-- name: requeue_user
+-- Put a retried task's user back into the claim's walk over users (`queue_users`): its
+-- triggers fire when a task starts or stops being unfinished, not when a finished task
+-- becomes unfinished again.
+INSERT INTO queue_users AS q (user_id, oldest_unfinished_at)
+SELECT user_id, created_at FROM tasks WHERE id = :task_id
+ON CONFLICT (user_id) DO UPDATE
+    SET oldest_unfinished_at = EXCLUDED.oldest_unfinished_at
+    WHERE q.oldest_unfinished_at IS NULL
+       OR q.oldest_unfinished_at > EXCLUDED.oldest_unfinished_at;
+
+-- name: task_exists
+-- 1 when the task exists.
+SELECT 1 FROM tasks WHERE id = :id;
