@@ -15,16 +15,14 @@ import logging
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sse_starlette.sse import AppStatus
 
 from app.db import history
 from app.db.engine import Database
-from app.db.status import is_terminal
 from app.events.frames import heartbeat_frame
+from app.events.updates import TaskState, TaskUpdate
 from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
@@ -34,33 +32,6 @@ FOLLOWER_QUEUE_SIZE = 64
 READ_BACKOFF = Backoff(base=0.25, cap=5.0)
 # How often the hub looks for the server's stop signal (as sse-starlette's watcher does).
 SHUTDOWN_POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class TaskUpdate:
-    """A status transition as followers see it."""
-
-    task_id: uuid.UUID
-    seq: int
-    status: str
-    created_at: datetime
-    accuracy: float | None
-    comment: str | None
-    # Its SSE frames by format, encoded by the first stream that writes it: the hub hands
-    # one object to every follower of the task, so each format is encoded once per event.
-    frames: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def is_terminal(self) -> bool:
-        return is_terminal(self.status)
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """A task's owner and current position, read when a follower arrives."""
-
-    user_id: uuid.UUID
-    current: TaskUpdate
 
 
 class StreamEnd(Exception):

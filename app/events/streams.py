@@ -22,7 +22,8 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.events.frames import FrameFormat
-from app.events.hub import EventHub, Follower, StreamEnd, TaskUpdate
+from app.events.hub import EventHub, Follower, StreamEnd
+from app.events.updates import TaskUpdate
 from app.tasks.errors import TaskNotFound
 
 log = logging.getLogger(__name__)

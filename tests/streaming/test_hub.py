@@ -8,7 +8,8 @@ from typing import Any, cast
 
 import pytest
 
-from app.events.hub import FOLLOWER_QUEUE_SIZE, EventHub, StreamEnd, TaskUpdate
+from app.events.hub import FOLLOWER_QUEUE_SIZE, EventHub, StreamEnd
+from app.events.updates import TaskUpdate
 
 
 def _update(task_id: uuid.UUID, seq: int) -> TaskUpdate:

@@ -8,7 +8,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from app.events.hub import EventHub, Follower, StreamEnd, TaskUpdate
+from app.events.hub import EventHub, Follower, StreamEnd
+from app.events.updates import TaskUpdate
 from tests.waiting import eventually
 
 
