@@ -1,4 +1,5 @@
-"""The two ways to follow a task live: the EventSource-ready GET and the legacy POST."""
+"""The two ways to follow a task's transitions as they are committed: the EventSource-ready
+GET and the legacy POST."""
 
 from __future__ import annotations
 
