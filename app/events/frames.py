@@ -2,7 +2,7 @@
 
 A frame is encoded at most once per event and format, then written to every follower
 of the task as is (`TaskUpdate.frames` holds it). The encoding itself is sse-starlette's
-`ServerSentEvent`, so the frames are byte for byte what its response wrote before.
+`ServerSentEvent`, so the frames are byte for byte what its own response writes.
 """
 
 from __future__ import annotations
