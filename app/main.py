@@ -24,6 +24,7 @@ from app.console import routes as console
 from app.db.engine import create_database
 from app.db.sessions import SessionOptions
 from app.db.url import asyncpg_dsn, configured_database_url
+from app.events.database_source import DatabaseTransitions
 from app.events.hub import EventHub
 from app.events.listener import TaskEventListener
 from app.metrics import create_metrics
@@ -142,7 +143,7 @@ def create_app(
                 settings, database, clients, metrics, spans=tracing if tracing else NO_SPANS
             )
             hub = EventHub(
-                database,
+                DatabaseTransitions(database),
                 max_followers=settings.sse_max_followers,
                 max_followers_per_user=settings.sse_max_followers_per_user,
                 heartbeat_seconds=settings.sse_heartbeat_seconds,
@@ -204,8 +205,10 @@ def create_app(
             def begin_stop() -> None:
                 workers.begin_stop()
                 deliveries.begin_stop()
+                hub.end_all_streams()
 
-            # The stop signal stops claiming at once, not after uvicorn's drain.
+            # The stop signal stops claiming and ends the streams at once, not after
+            # uvicorn's drain (which would wait for the streams).
             stack.callback(observe_stop_signals(begin_stop))
             app.state.runtime = Runtime(
                 settings=settings,

@@ -1,4 +1,5 @@
-"""The two ways to follow a task live: the EventSource-ready GET and the legacy POST."""
+"""The two ways to follow a task's transitions as they are committed: the EventSource-ready
+GET and the legacy POST."""
 
 from __future__ import annotations
 
@@ -13,13 +14,8 @@ from app.api.schemas import ErrorResponse, LegacyUserRequest
 from app.api.upload_route import LegacyRoute
 from app.events.frames import legacy_frame, resource_frame
 from app.events.hub import TooManyFollowers, TooManyFollowersForUser
-from app.events.streams import (
-    MAX_EVENT_ID,
-    NothingToResume,
-    OpenStream,
-    TaskEventStream,
-    open_stream,
-)
+from app.events.opening import MAX_EVENT_ID, NothingToResume, OpenStream, open_stream
+from app.events.response import TaskEventStream
 
 router = APIRouter()
 
@@ -108,7 +104,7 @@ async def task_events(
         stream = await _open(runtime, task_id, caller, after)
     except NothingToResume:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return TaskEventStream(stream, resource_frame, headers=STREAM_HEADERS)
+    return TaskEventStream(stream, resource_frame, sends=runtime.hub.sends, headers=STREAM_HEADERS)
 
 
 async def legacy_stream(
@@ -116,7 +112,7 @@ async def legacy_stream(
 ) -> TaskEventStream:
     """`data:` lines of JSON `{"event", "task_id", "status", "retry"}`, one per status."""
     stream = await _open(runtime, task_id, body.user_id, None)
-    return TaskEventStream(stream, legacy_frame, headers=STREAM_HEADERS)
+    return TaskEventStream(stream, legacy_frame, sends=runtime.hub.sends, headers=STREAM_HEADERS)
 
 
 # A legacy route: the caller is judged on its address before the body is read.

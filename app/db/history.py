@@ -9,11 +9,10 @@ autocommit connection, where being one statement makes the move all-or-nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from sqlalchemy import (
     CTE,
     ColumnElement,
@@ -185,76 +184,3 @@ async def list_events(
         .order_by(TaskEvent.seq)
     )
     return list(rows)
-
-
-# ---------------------------------------------------------------- followers' reads
-#
-# A follower sees status transitions only, each with the task's current accuracy and
-# comment: (task_id, seq, status, created_at, accuracy, comment).
-
-_LATEST_TRANSITION = text(
-    """
-    SELECT t.user_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
-    FROM tasks t
-    JOIN task_events e ON e.task_id = t.id
-    WHERE t.id = :task_id AND e.kind = 'status'
-    ORDER BY e.seq DESC
-    LIMIT 1
-    """
-)
-_TRANSITIONS = text(
-    """
-    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
-    FROM task_events e JOIN tasks t ON t.id = e.task_id
-    WHERE e.task_id = :task_id AND e.seq > :after AND e.kind = 'status'
-    ORDER BY e.seq
-    """
-)
-
-
-async def latest_transition(session: AsyncSession, task_id: uuid.UUID) -> tuple[Any, ...] | None:
-    """(user_id, seq, status, created_at, accuracy, comment) of the last transition."""
-    row = (await session.execute(_LATEST_TRANSITION, {"task_id": task_id})).one_or_none()
-    return None if row is None else tuple(row)
-
-
-async def transitions(
-    session: AsyncSession, task_id: uuid.UUID, *, after_seq: int
-) -> list[tuple[Any, ...]]:
-    """The task's transitions after `after_seq`, oldest first."""
-    rows = await session.execute(_TRANSITIONS, {"task_id": task_id, "after": after_seq})
-    return [tuple(row) for row in rows]
-
-
-# The event hub's reads, one per batch of notifications, run on a pooled connection's
-# asyncpg connection itself (`Database.driver()`): one statement, one round trip. Through
-# a session each would also cost a BEGIN, a ROLLBACK when the connection goes back to the
-# pool, and the ORM's row handling; a single SELECT sees one consistent snapshot without
-# a transaction. Their errors reach only the hub, which retries: no request maps them to
-# a response.
-
-_TRANSITIONS_AFTER = """
-    SELECT e.task_id, e.seq, e.status, e.created_at, t.accuracy, t.comment
-    FROM unnest($1::uuid[], $2::integer[]) AS cursor (task_id, after_seq)
-    JOIN task_events e ON e.task_id = cursor.task_id AND e.seq > cursor.after_seq
-    JOIN tasks t ON t.id = e.task_id
-    WHERE e.kind = 'status'
-    ORDER BY e.task_id, e.seq
-"""
-_EXISTING = "SELECT id FROM tasks WHERE id = ANY($1::uuid[])"
-
-
-async def transitions_after(
-    driver: asyncpg.Connection, cursors: dict[uuid.UUID, int]
-) -> list[tuple[Any, ...]]:
-    """The transitions of several tasks, each after its own sequence number, in one query."""
-    task_ids = list(cursors)
-    rows = await driver.fetch(_TRANSITIONS_AFTER, task_ids, [cursors[t] for t in task_ids])
-    return [tuple(row) for row in rows]
-
-
-async def existing_tasks(
-    driver: asyncpg.Connection, task_ids: Sequence[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Which of `task_ids` still exist."""
-    return {row[0] for row in await driver.fetch(_EXISTING, list(task_ids))}

@@ -2,7 +2,7 @@
 
 A frame is encoded at most once per event and format, then written to every follower
 of the task as is (`TaskUpdate.frames` holds it). The encoding itself is sse-starlette's
-`ServerSentEvent`, so the frames are byte for byte what its response wrote before.
+`ServerSentEvent`, so the frames are byte for byte what its own response writes.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-if TYPE_CHECKING:  # the hub imports this module for the heartbeat
-    from app.events.hub import TaskUpdate
+from app.events.updates import TaskUpdate
 
 # What the mobile app expects in every payload (see docs/legacy-api.md).
 LEGACY_EVENT_NAME = "status_updated"
@@ -55,7 +54,7 @@ def legacy_event(update: TaskUpdate) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(legacy_payload(update)))
 
 
-FrameFormat = Callable[["TaskUpdate"], bytes]
+FrameFormat = Callable[[TaskUpdate], bytes]
 
 
 def _cached(name: str, event: Callable[[TaskUpdate], ServerSentEvent]) -> FrameFormat:

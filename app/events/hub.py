@@ -13,62 +13,20 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import defaultdict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections import defaultdict
 
-from sse_starlette.sse import AppStatus
-
-from app.db import history
-from app.db.engine import Database
-from app.db.status import is_terminal
+from app.events.follower import Follower
 from app.events.frames import heartbeat_frame
+from app.events.send_watch import SendWatch
+from app.events.source import TransitionSource
+from app.events.updates import TaskState, TaskUpdate
 from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
-FOLLOWER_QUEUE_SIZE = 64
 # The reader waits out a database fault before it reads the dirty tasks again.
 READ_BACKOFF = Backoff(base=0.25, cap=5.0)
-# How often the hub looks for the server's stop signal (as sse-starlette's watcher does).
-SHUTDOWN_POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class TaskUpdate:
-    """A status transition as followers see it."""
-
-    task_id: uuid.UUID
-    seq: int
-    status: str
-    created_at: datetime
-    accuracy: float | None
-    comment: str | None
-    # Its SSE frames by format, encoded by the first stream that writes it: the hub hands
-    # one object to every follower of the task, so each format is encoded once per event.
-    frames: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def is_terminal(self) -> bool:
-        return is_terminal(self.status)
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """A task's owner and current position, read when a follower arrives."""
-
-    user_id: uuid.UUID
-    current: TaskUpdate
-
-
-class StreamEnd(Exception):
-    """The stream cannot go on: the task was deleted, the follower fell behind, or shutdown."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+SHUTTING_DOWN = "the server is shutting down"
 
 
 class TooManyFollowers(Exception):
@@ -79,113 +37,27 @@ class TooManyFollowersForUser(Exception):
     """This user already has `MANAGER_SSE_MAX_FOLLOWERS_PER_USER` streams open here."""
 
 
-# What a follower hands its stream: an update to write, the end, or a heartbeat to write.
-FollowerItem = TaskUpdate | StreamEnd | bytes
-
-
-class Follower:
-    """One open stream's subscription: a bounded buffer of updates after `last_seq`.
-
-    A plain deque and one future the stream waits on, rather than an `asyncio.Queue`:
-    the hub offers each event to every follower of a task in one synchronous pass, and
-    this is the cheapest way to hand it over and wake the stream.
-    """
-
-    def __init__(self, hub: EventHub, task_id: uuid.UUID, user_id: uuid.UUID) -> None:
-        self.hub = hub
-        self.task_id = task_id
-        self.user_id = user_id
-        self.last_seq: int | None = None  # None until the follower has read its starting point
-        self.queue: deque[FollowerItem] = deque()
-        self._updates = 0  # updates in `queue` (heartbeats and the end do not count)
-        self._waiter: asyncio.Future[None] | None = None
-        self._ended = False
-        # Kept by the stream that writes this follower's events (see `EventHub._watch_sends`).
-        self.writer: asyncio.Task[Any] | None = None
-        self.stalled = False
-        self.wrote = False  # something was written since the last heartbeat tick
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    def offer(self, update: TaskUpdate | StreamEnd) -> None:
-        if self._ended:
-            return
-        if isinstance(update, TaskUpdate):
-            if self.last_seq is None or update.seq <= self.last_seq:
-                return  # already replayed, or not yet placed
-            if self._updates >= FOLLOWER_QUEUE_SIZE:
-                # A follower this far behind reconnects with Last-Event-ID and replays. It
-                # keeps what it has and loses this update and later ones, never an earlier
-                # one: a hole before the last id it saw would never be filled.
-                self.hub.unfollow(self)
-                update = StreamEnd("the follower fell behind")
-            else:
-                self.last_seq = update.seq
-                self._updates += 1
-        if isinstance(update, StreamEnd):
-            self._ended = True
-        self._put(update)
-
-    def heartbeat(self, frame: bytes) -> None:
-        """Queue a keep-alive comment, unless something else is about to be written."""
-        if not self._ended and not self.queue:
-            self._put(frame)
-
-    def _put(self, item: FollowerItem) -> None:
-        self.queue.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def placed_at(self, seq: int) -> None:
-        """The follower has everything up to `seq`; updates after it are queued from now on."""
-        self.last_seq = seq
-        self.hub.mark_dirty(self.task_id)
-
-    async def next_item(self) -> FollowerItem:
-        """The next update, heartbeat or end, in order (waits while there is none)."""
-        while not self.queue:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        item = self.queue.popleft()
-        if isinstance(item, TaskUpdate):
-            self._updates -= 1
-        return item
-
-    async def next(self) -> TaskUpdate:
-        """The next update; raises the end. Heartbeats are skipped."""
-        while True:
-            item = await self.next_item()
-            if isinstance(item, StreamEnd):
-                raise item
-            if isinstance(item, TaskUpdate):
-                return item
-
-
 class EventHub:
-    """Followers by task, fed from NOTIFY through one batched reader."""
+    """Followers by task, fed from NOTIFY through one batched reader.
+
+    Its clocks are shared by every stream: one heartbeat tick, and one watch over the
+    streams' sends (`sends`). `end_all_streams` is the stop signal's way in.
+    """
 
     def __init__(
         self,
-        database: Database,
+        source: TransitionSource,
         *,
         max_followers: int,
         max_followers_per_user: int,
         heartbeat_seconds: float = 15.0,
         send_timeout_seconds: float = 30.0,
-        stop_requested: Callable[[], bool] = lambda: AppStatus.should_exit,
     ) -> None:
-        self.database = database
+        self.source = source
         self.max_followers = max_followers
         self.max_followers_per_user = max_followers_per_user
         self.heartbeat_seconds = heartbeat_seconds
-        self.send_timeout_seconds = send_timeout_seconds
-        self._stop_requested = stop_requested
+        self.sends = SendWatch(send_timeout_seconds)
         self._followers: dict[uuid.UUID, set[Follower]] = defaultdict(set)
         self._count = 0
         self._per_user: dict[uuid.UUID, int] = defaultdict(int)
@@ -195,8 +67,6 @@ class EventHub:
         self._loops: list[asyncio.Task[None]] = []
         self._read_errors = retrying(READ_BACKOFF, log=log, message="event hub read failed")
         self._stopping = False
-        # Followers whose stream is inside a send, and since when (the loop's clock).
-        self.sending: dict[Follower, float] = {}
 
     @property
     def follower_count(self) -> int:
@@ -212,8 +82,7 @@ class EventHub:
         self._loops = [
             asyncio.create_task(self._read_loop(), name="event-hub-reader"),
             asyncio.create_task(self._heartbeat_loop(), name="event-hub-heartbeat"),
-            asyncio.create_task(self._watch_sends(), name="event-hub-send-timeout"),
-            asyncio.create_task(self._watch_stop_signal(), name="event-hub-shutdown"),
+            asyncio.create_task(self.sends.run(), name="event-hub-send-timeout"),
         ]
 
     def end_all_streams(self) -> None:
@@ -221,8 +90,7 @@ class EventHub:
         self._stopping = True
         for followers in list(self._followers.values()):
             for follower in list(followers):
-                self.unfollow(follower)
-                follower.offer(StreamEnd("the server is shutting down"))
+                follower.close(SHUTTING_DOWN)
 
     async def stop(self) -> None:
         """End every stream (shutdown) and stop the hub's loops."""
@@ -241,13 +109,12 @@ class EventHub:
             raise TooManyFollowers()
         if self._per_user[user_id] >= self.max_followers_per_user:
             raise TooManyFollowersForUser()
-        follower = Follower(self, task_id, user_id)
+        follower = Follower(task_id, user_id, release=self.unfollow)
         self._followers[task_id].add(follower)
         self._count += 1
         self._per_user[user_id] += 1
         if self._stopping:  # the stream sends its starting point, then ends
-            self.unfollow(follower)
-            follower.offer(StreamEnd("the server is shutting down"))
+            follower.close(SHUTTING_DOWN)
         return follower
 
     def unfollow(self, follower: Follower) -> None:
@@ -262,23 +129,20 @@ class EventHub:
         if not followers:
             del self._followers[follower.task_id]
 
+    def place(self, follower: Follower, seq: int) -> None:
+        """The follower has everything up to `seq`; updates after it are queued from now on."""
+        follower.last_seq = seq
+        self.mark_dirty(follower.task_id)  # whatever came since its read
+
     async def task_state(self, task_id: uuid.UUID) -> TaskState | None:
         """Owner and latest transition of a task (None: no such task)."""
-        async with self._lane, self.database.sessions() as session:
-            row = await history.latest_transition(session, task_id)
-        if row is None:
-            return None
-        user_id, seq, status, created_at, accuracy, comment = row
-        return TaskState(
-            user_id=user_id,
-            current=TaskUpdate(task_id, seq, status, created_at, accuracy, comment),
-        )
+        async with self._lane:
+            return await self.source.task_state(task_id)
 
     async def history(self, task_id: uuid.UUID, *, after_seq: int) -> list[TaskUpdate]:
         """The task's transitions after `after_seq`, for a resuming follower."""
-        async with self._lane, self.database.sessions() as session:
-            rows = await history.transitions(session, task_id, after_seq=after_seq)
-        return [TaskUpdate(*row) for row in rows]
+        async with self._lane:
+            return await self.source.transitions(task_id, after_seq=after_seq)
 
     # -------------------------------------------------------- notifications
 
@@ -296,10 +160,10 @@ class EventHub:
         self._dirty.add(task_id)
         self._wake.set()
 
-    # ------------------------------------------------------------ the hub's clocks
+    # ------------------------------------------------------------ heartbeat
 
     async def _heartbeat_loop(self) -> None:
-        """One timer for every stream: a comment to each that wrote no event since the last.
+        """One timer for every stream: a comment to each that got no event since the last.
 
         The frame is encoded once per tick; a stream busy with events needs no keep-alive.
         """
@@ -308,36 +172,7 @@ class EventHub:
             frame = heartbeat_frame()
             for followers in list(self._followers.values()):
                 for follower in followers:
-                    if follower.wrote:
-                        follower.wrote = False
-                    else:
-                        follower.heartbeat(frame)
-
-    async def _watch_sends(self) -> None:
-        """End the streams whose client read nothing for `send_timeout_seconds`.
-
-        A send waits only while the client's socket buffers are full. Rather than arm a
-        timer around every send, streams note when a send began, and this one loop
-        cancels those that have waited too long: between 1 and 1.25 times the timeout.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.send_timeout_seconds / 4)
-            too_old = loop.time() - self.send_timeout_seconds
-            for follower, since in list(self.sending.items()):
-                if since <= too_old and not follower.stalled and follower.writer is not None:
-                    follower.stalled = True
-                    follower.writer.cancel()
-
-    async def _watch_stop_signal(self) -> None:
-        """End every stream at the server's stop signal, not after its drain period."""
-        # Polled, as sse-starlette's own watcher does: its patch of uvicorn's exit handler
-        # sets the flag at SIGTERM/SIGINT, and no event can be awaited instead.
-        while True:
-            if self._stop_requested():
-                self.end_all_streams()
-                return
-            await asyncio.sleep(SHUTDOWN_POLL_SECONDS)
+                    follower.heartbeat(frame)
 
     # ------------------------------------------------------------ reading events
 
@@ -356,6 +191,8 @@ class EventHub:
             raise
 
     async def _fetch_and_deliver(self, dirty: set[uuid.UUID]) -> None:
+        # One cursor per task: its least advanced placed follower; the others skip
+        # what they have already.
         cursors: dict[uuid.UUID, int] = {}
         for task_id in dirty:
             placed = [
@@ -365,18 +202,14 @@ class EventHub:
                 cursors[task_id] = min(placed)
         if not cursors:
             return
-        task_ids = list(cursors)
-        async with self._lane, self.database.driver() as driver:
-            rows = await history.transitions_after(driver, cursors)
-            updated = {row[0] for row in rows}
-            existing = updated
-            if len(updated) < len(task_ids):
-                existing = await history.existing_tasks(driver, task_ids)
-        for row in rows:
-            update = TaskUpdate(*row)
+        async with self._lane, self.source.batch() as batch:
+            updates = await batch.transitions_after(cursors)
+            existing = {update.task_id for update in updates}
+            if len(existing) < len(cursors):  # a task with nothing new may be gone
+                existing = await batch.existing_tasks(list(cursors))
+        for update in updates:
             for follower in list(self._followers.get(update.task_id, ())):
-                follower.offer(update)
-        for task_id in set(task_ids) - existing:
+                follower.deliver(update)
+        for task_id in cursors.keys() - existing:
             for follower in list(self._followers.get(task_id, ())):
-                self.unfollow(follower)
-                follower.offer(StreamEnd("the task was deleted"))
+                follower.close("the task was deleted")

@@ -51,7 +51,7 @@ class TaskEventListener:
 
     @property
     def state(self) -> ListenerState:
-        """For readiness: `stopped` means no live updates reach this process's streams."""
+        """For readiness: `stopped` means no new transitions reach this process's streams."""
         if self._task is None or self._task.done():
             return "stopped"
         if self.connected.is_set():

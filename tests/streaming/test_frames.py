@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sse_starlette import ServerSentEvent
 
 from app.events.frames import heartbeat_frame, legacy_frame, resource_frame
-from app.events.hub import TaskUpdate
+from app.events.updates import TaskUpdate
 
 TASK_ID = uuid.UUID("0b6c5d52-57a4-4b4b-8a8e-1f0e6e7e2c11")
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""Following a task live: both stream routes, resume, heartbeat, cleanup, limits."""
+"""Following a task's transitions as they are committed: both stream routes, resume,
+heartbeat, cleanup, limits."""
 
 from __future__ import annotations
 
