@@ -38,6 +38,15 @@ def test_a_file_is_split_into_named_statements_with_their_purposes() -> None:
     assert parsed.two is two
 
 
+def test_the_sqlalchemy_clause_has_the_same_parameters_and_keeps_colons_in_strings() -> None:
+    parsed = parse("sample", SAMPLE)
+    for query in parsed:
+        clause = query.clause
+        assert set(clause._bindparams) == set(query.parameters), query.name
+        assert "'a:b'" in str(clause) or query.name == "two"
+    assert ":comment" in str(parsed.two.clause)
+
+
 def test_unknown_names_and_wrong_arguments_fail_loudly() -> None:
     parsed = parse("sample", SAMPLE)
     with pytest.raises(AttributeError, match=r"sample\.sql has no query named 'three'"):
@@ -72,3 +81,5 @@ async def test_every_statement_is_valid_on_the_migrated_schema(engine: AsyncEngi
                 # Preparing parses, resolves every name and plans: nothing runs.
                 statement = await connection.prepare(query.driver_sql)
                 assert len(statement.get_parameters()) == len(query.parameters), query.name
+                # And through a session the same parameters, none read inside a string.
+                assert set(query.clause._bindparams) == set(query.parameters), query.name
