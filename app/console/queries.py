@@ -81,7 +81,9 @@ class Overview:
 
 async def overview(connection: AsyncConnection) -> Overview:
     unfinished = {row.status: row.tasks for row in await connection.execute(_UNFINISHED)}
-    waiting, oldest = await waiting_summary(connection)
+    # The queue's statements run on the asyncpg connection under this one.
+    driver = (await connection.get_raw_connection()).driver_connection
+    waiting, oldest = await waiting_summary(driver)
     completed = [0] * CHART_MINUTES
     failed = [0] * CHART_MINUTES
     for row in await connection.execute(_PER_MINUTE):
