@@ -121,7 +121,7 @@ async def claim_buffers(connection: AsyncConnection, owner: str) -> int:
         explained = await connection.exec_driver_sql(
             f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}"
         )
-        plan = explained.scalar()
+        plan = explained.scalar_one()
     finally:
         await transaction.rollback()
     top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
