@@ -185,7 +185,7 @@ def create_app(
             deliveries.start()
 
             async def read_queue() -> tuple[int, float]:
-                async with database.autocommit.connect() as connection:
+                async with database.driver() as connection:
                     return await waiting_summary(connection)
 
             async def read_webhooks() -> tuple[int, float]:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.config import Settings
-from app.pipeline import queue
+from app.db.queries import queries
 from benchmarks.cli import add_common_arguments
 from benchmarks.database import BenchDatabase, bench_database
 from benchmarks.load import latency_summary
@@ -67,8 +67,8 @@ BEFORE_CLAIM = """
 
 
 def after_claim() -> str:
-    """`queue._CLAIM` with asyncpg's numbered parameters."""
-    sql = str(queue._CLAIM)
+    """The claim (`claim_next_task` in app/db/sql/queue.sql) with these numbered parameters."""
+    sql = queries("queue").claim_next_task.sql
     for name, number in (("owner", 1), ("lease", 2), ("per_user", 3)):
         sql = sql.replace(f":{name}", f"${number}")
     # The claim also enters the first stage unless the task was interrupted this often;
@@ -110,9 +110,9 @@ class Scenario:
                 self.heavy_backlog,
             )
             await connection.execute(
-                f"""
+                """
                 UPDATE tasks SET lease_owner = $1, status = 'preprocessing', leased_at = now(),
-                    leased_on = {queue.SERVER_IDENTITY_SQL},
+                    leased_on = server_identity(),
                     lease_expires_at = now() + interval '1 hour'
                 WHERE id IN (SELECT id FROM tasks ORDER BY created_at LIMIT $2)
                 """,
@@ -177,7 +177,7 @@ async def time_claims(
     while len(claims) < count and time.monotonic() < deadline:
         started = time.perf_counter()
         # As `queue.claim_next_task` runs it: REPEATABLE READ, no lock shared by all claims.
-        await connection.execute(queue._BEGIN_CLAIM)
+        await queries("queue").begin_claim.execute(connection)
         row = await prepared.fetchrow(OWNER, LEASE_SECONDS, PER_USER)
         await connection.execute("ROLLBACK")
         claims.append(time.perf_counter() - started)

@@ -18,8 +18,8 @@ and reports the median window:
    and commit → arrival p50/p99.
 3. `load`: 10 000 followers on 10 000 tasks (one each), 5 000 transitions/s offered. One
    connection cannot commit 5 000 transactions a second here, so the transitions are
-   batched: `--load-batch` (100) tasks move in one statement (the same UPDATE + history INSERT +
-   NOTIFY as `app.db.history.recorded`, for many tasks), one transaction every
+   batched: `--load-batch` (100) tasks move in one statement (the same UPDATE + history row +
+   NOTIFY as the service's, `record_task_events`, for many tasks), one transaction every
    batch ÷ 5 000 s. What was actually offered (transitions ÷ the window's commit time) is
    reported. Commit → arrival p50/p99.
 
@@ -43,7 +43,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.history import EVENTS_CHANNEL, EventRecord, append_event
+from app.db.history import EventRecord, append_event
 from benchmarks.cli import add_common_arguments, description
 from benchmarks.database import BenchDatabase, bench_database
 from benchmarks.followers import (
@@ -68,10 +68,10 @@ GOAL_LOAD_P99_MS = 100.0  # 10 000 followers, 5 000 transitions/s
 # Windows alternate between two non-terminal statuses; `completed` ends the streams.
 WINDOW_STATUSES = ("preprocessing", "transcribing")
 
-# `app.db.history.recorded` for many tasks at once: each task's row, its numbered history
-# row and its NOTIFY '<task id>:<seq>', in one statement.
+# A recorded move for many tasks at once: each task's row, and its numbered history row
+# and NOTIFY '<task id>:<seq>' by the service's `record_task_events`, in one statement.
 _MOVE_MANY = text(
-    f"""
+    """
     WITH moved AS (
         UPDATE tasks SET status = :status, last_event_seq = last_event_seq + 1,
             updated_at = now(),
@@ -79,13 +79,10 @@ _MOVE_MANY = text(
             completed_at = CASE WHEN :done THEN now() END
         WHERE id = ANY(:task_ids)
         RETURNING id, status, last_event_seq
-    ), recorded AS (
-        INSERT INTO task_events (task_id, seq, kind, status)
-        SELECT id, last_event_seq, 'status', status FROM moved
-        RETURNING task_id, seq
     )
-    SELECT task_id, seq, pg_notify('{EVENTS_CHANNEL}', task_id::text || ':' || seq)
-    FROM recorded
+    SELECT id, last_event_seq,
+           record_task_events(id, last_event_seq, ARRAY[status]::text[])
+    FROM moved
     """
 ).bindparams(bindparam("task_ids", type_=ARRAY(UUID(as_uuid=True))))
 _MOVE_ONE = text(

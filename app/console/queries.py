@@ -46,7 +46,9 @@ async def overview(connection: AsyncConnection) -> Overview:
     console = queries("console")
     by_status = await connection.execute(console.unfinished_by_status.clause)
     unfinished = {row.status: row.tasks for row in by_status}
-    waiting, oldest = await waiting_summary(connection)
+    # The queue's statements run on the asyncpg connection under this one.
+    driver = (await connection.get_raw_connection()).driver_connection
+    waiting, oldest = await waiting_summary(driver)
     completed = [0] * CHART_MINUTES
     failed = [0] * CHART_MINUTES
     endings = await connection.execute(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import URL, ClauseElement, event
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy import URL, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,7 +16,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from app.db.faults import is_database_unavailable
@@ -50,9 +48,9 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def driver(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection's asyncpg connection, for `DriverStatement`s.
+        """A pooled connection's asyncpg connection, for the named statements (`app.db.queries`).
 
-        For the pipeline's few fixed statements, which run thousands of times: asyncpg
+        For statements that run thousands of times (the pipeline's): asyncpg
         prepares each once per connection and keeps it (its statement cache), and no
         SQLAlchemy compilation, cache lookup, result wrapping or `Connection` object is
         made per call. Statements run in autocommit (nothing here opens a transaction
@@ -91,42 +89,6 @@ def _asyncpg_of(pooled: PoolProxiedConnection) -> asyncpg.Connection:
     raw = pooled.driver_connection
     assert isinstance(raw, asyncpg.Connection)
     return raw
-
-
-_DRIVER_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True)
-class DriverStatement:
-    """A SQLAlchemy statement compiled once to asyncpg's SQL (`$n` parameters).
-
-    Run it on `Database.driver()` with the bound values by name; values SQLAlchemy bound
-    itself (literals) are filled in. No type processing runs: values go to asyncpg as
-    they are (JSON as a `str`, which is how SQLAlchemy's asyncpg codecs take it).
-    """
-
-    sql: str
-    names: tuple[str, ...]
-    defaults: Mapping[str, Any]
-
-    @classmethod
-    def compile(cls, statement: ClauseElement) -> DriverStatement:
-        compiled = statement.compile(dialect=_DRIVER_DIALECT)
-        assert isinstance(compiled, SQLCompiler)
-        return cls(str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
-
-    def args(self, params: Mapping[str, Any]) -> list[Any]:
-        defaults = self.defaults
-        return [params[name] if name in params else defaults[name] for name in self.names]
-
-    async def fetchrow(self, connection: asyncpg.Connection, **params: Any) -> Any:
-        return await connection.fetchrow(self.sql, *self.args(params))
-
-    async def fetchval(self, connection: asyncpg.Connection, **params: Any) -> Any:
-        return await connection.fetchval(self.sql, *self.args(params))
-
-    async def fetch(self, connection: asyncpg.Connection, **params: Any) -> list[Any]:
-        return list(await connection.fetch(self.sql, *self.args(params)))
 
 
 def create_database(

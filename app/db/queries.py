@@ -32,6 +32,8 @@ _HEADER = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILI
 # character and not followed by another colon starts a parameter.
 _PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 _STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
+# Strings and comments first, so a parameter is only found outside them.
+_LEXEME = re.compile(f"{_STRING_OR_COMMENT.pattern}|{_PARAMETER.pattern}")
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,7 @@ class Query:
                 parameters.append(parameter)
             return f"${parameters.index(parameter) + 1}"
 
-        pattern = re.compile(f"{_STRING_OR_COMMENT.pattern}|{_PARAMETER.pattern}")
-        driver_sql = pattern.sub(numbered, sql)
+        driver_sql = _LEXEME.sub(numbered, sql)
         return cls(name, " ".join(purpose_lines), sql, driver_sql, tuple(parameters))
 
     def arguments(self, values: Mapping[str, Any]) -> list[Any]:
@@ -77,8 +78,13 @@ class Query:
     @functools.cached_property
     def clause(self) -> TextClause:
         """The statement for a SQLAlchemy session (`session.execute(query.clause, {...})`)."""
-        # `text()` reads `:word` as a parameter even inside a string or a comment: escape those.
-        return text(_STRING_OR_COMMENT.sub(lambda found: found[0].replace(":", r"\:"), self.sql))
+
+        # `text()` reads a colon inside a string or a comment as a parameter too.
+        def escaped(match: re.Match[str]) -> str:
+            found = match.group(0)
+            return found.replace(":", "\\:") if found.startswith(("'", "--")) else found
+
+        return text(_LEXEME.sub(escaped, self.sql))
 
     async def fetch(self, connection: asyncpg.Connection, **values: Any) -> list[Any]:
         return list(await connection.fetch(self.driver_sql, *self.arguments(values)))

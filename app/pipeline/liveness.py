@@ -1,17 +1,18 @@
 """The process's liveness lock: how other processes learn at once that this one is gone.
 
-A worker process holds a session-level advisory lock on `hashtextextended(owner, 0)` on a
+A worker process holds a session-level advisory lock on `owner_lock_key(owner)` on a
 connection of its own for as long as it lives. PostgreSQL frees the lock when that
 connection ends, which is when the process is killed, runs out of memory or loses its
 machine, so a claim elsewhere can take its tasks over at once instead of waiting for
-their leases to run out (see `queue._lease_dead` for the rule and why it is safe).
+their leases to run out (see the SQL function `lease_is_dead`, migration 0006, for the
+rule and why it is safe).
 
 The lock connection can also drop while the process lives on. Then the process may have
 lost its tasks already, so when it reconnects to the same server it takes a new owner
 name: its running stages notice at their next renewal or write that the tasks are no
 longer theirs and stop, and the tasks under the old name stay free for anyone to claim.
-When the server itself restarted or a standby was promoted (a new server identity, see
-`queue.SERVER_IDENTITY_SQL`), every lock was dropped at once and leases stamped before
+When the server itself restarted or a standby was promoted (a new server identity, the
+SQL function `server_identity`), every lock was dropped at once and leases stamped before
 are judged by the clock alone, so the process keeps its name and its tasks. Until the
 lock is held, claims by this process find nothing (the claim checks the lock in the same
 statement).
@@ -26,8 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from app.db.faults import describe
+from app.db.queries import queries
 from app.db.sessions import SessionOptions, connect
-from app.pipeline.queue import SERVER_IDENTITY_SQL
 from app.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class OwnerLock:
         self._on_held = on_held
         self._application_name = application_name
         self._backoff = Backoff(base=0.1, cap=max_backoff)
-        # The server (`SERVER_IDENTITY_SQL`) the lock was last held on.
+        # The server (`server_identity()`) the lock was last held on.
         self._server: str | None = None
         self._task: asyncio.Task[None] | None = None
         self.held = asyncio.Event()
@@ -107,16 +108,15 @@ class OwnerLock:
                 await asyncio.wait_for(connection.close(), timeout=2)
 
     async def _take(self, connection: Any) -> None:
-        server: str | None = await connection.fetchval(f"SELECT {SERVER_IDENTITY_SQL}")
+        statements = queries("queue")
+        server: str | None = await statements.server_identity.fetchval(connection)
         if server is None:
             raise ReadOnlyServer("the server is in recovery: claims go to the primary")
         if self._server is not None and server == self._server:
             # The lock was free while this server ran on: our tasks may be someone else's.
             self._rename("the liveness lock was lost while the database ran on")
         self._server = server
-        while not await connection.fetchval(
-            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", self.owner
-        ):
+        while not await statements.try_owner_lock.fetchval(connection, owner=self.owner):
             # Our previous lock session has not ended on the server yet (a half-open
             # connection); a new name is as safe and does not wait for it.
             self._rename("the previous liveness lock is still held")

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from app.metrics import Metrics
 from app.pipeline import queue
 from app.pipeline.clients import StageClients
 from app.pipeline.errors import PermanentFailure, StageFailure, TransientFailure
-from app.pipeline.queue import ClaimedTask
+from app.pipeline.queue import HeldTask
 from app.retry import Backoff, LazyRetrying
 from app.tracing import NO_SPANS, Spans
 
@@ -45,18 +44,6 @@ class LeaseLost(Exception):
 
 class StopRequested(Exception):
     """The process is shutting down; the task is handed back between stages."""
-
-
-@dataclass
-class HeldTask:
-    """A claimed task plus the input of the stage it is about to run."""
-
-    task: ClaimedTask
-    status: TaskStatus
-    attempts: int
-    pcm: bytes | None = None
-    wav: bytes | None = None
-    transcription: str | None = None
 
 
 class TaskRunner:
@@ -144,14 +131,7 @@ class TaskRunner:
             ):
                 self._finished(task, TaskStatus.FAILED)
             return None
-        held = HeldTask(task=task, status=task.status, attempts=task.stage_attempts)
-        if task.status is TaskStatus.PREPROCESSING:
-            held.pcm = task.audio
-        elif task.status is TaskStatus.TRANSCRIBING:
-            held.wav = task.audio
-        else:
-            held.transcription = task.result
-        return held
+        return task
 
     # ------------------------------------------------------------------ stages
 
@@ -162,7 +142,7 @@ class TaskRunner:
         lease, or refuses the write), the task is left to its lease: once that expires,
         a claim takes it over and counts the attempt as interrupted.
         """
-        task_id = held.task.id
+        task_id = held.id
         with task_context(task_id, _stage_name(held.status)):
             try:
                 await self._run_logged(held)
@@ -177,7 +157,7 @@ class TaskRunner:
                 )
 
     async def _run_logged(self, held: HeldTask) -> None:
-        task_id = held.task.id
+        task_id = held.id
         try:
             if self.is_stopping():
                 raise StopRequested()  # claimed as the signal came: call no stage
@@ -205,43 +185,42 @@ class TaskRunner:
             )
 
     async def _run_stages(self, held: HeldTask) -> None:
-        task = held.task
         if held.status is TaskStatus.PREPROCESSING:
             stage_var.set(_stage_name(held.status))
-            if held.pcm is None:
+            if held.audio is None:
                 raise PermanentFailure("the uploaded audio is gone")
-            wav = await self._call(task, self.clients.preprocessing.preprocess(held.pcm))
+            wav = await self._call(held, self.clients.preprocessing.preprocess(held.audio))
             await self._commit_stage(
                 held,
                 TaskStatus.TRANSCRIBING,
                 lambda connection: queue.store_preprocessed_audio(
-                    connection, task.id, owner=self.owner, wav=wav
+                    connection, held.id, owner=self.owner, wav=wav
                 ),
             )
-            held.wav, held.pcm = wav, None
+            held.audio, held.has_preprocessed_audio = wav, True
         if held.status is TaskStatus.TRANSCRIBING:
             stage_var.set(_stage_name(held.status))
-            if held.wav is None:
+            if held.audio is None:
                 raise PermanentFailure("the preprocessed audio is gone")
-            transcription = await self._call(task, self.clients.transcribing.transcribe(held.wav))
+            transcription = await self._call(held, self.clients.transcribing.transcribe(held.audio))
             await self._commit_stage(
                 held,
                 TaskStatus.EVALUATING,
                 lambda connection: queue.store_transcription(
-                    connection, task.id, owner=self.owner, transcription=transcription
+                    connection, held.id, owner=self.owner, transcription=transcription
                 ),
             )
-            held.transcription, held.wav = transcription, None
+            held.result, held.audio = transcription, None
         if held.status is TaskStatus.EVALUATING:
             stage_var.set(_stage_name(held.status))
-            assert held.transcription is not None
+            assert held.result is not None
             assessment = await self._call(
-                task, self.clients.feedback.assess(task.text_id, held.transcription)
+                held, self.clients.feedback.assess(held.text_id, held.result)
             )
             completed = await self._write(
                 lambda connection: queue.complete_task(
                     connection,
-                    task.id,
+                    held.id,
                     owner=self.owner,
                     accuracy=assessment.accuracy,
                     mistakes=assessment.mistakes,
@@ -250,8 +229,8 @@ class TaskRunner:
             )
             if not completed and not await self._already_moved(held, TaskStatus.COMPLETED):
                 raise LeaseLost()
-            self._finished(task, TaskStatus.COMPLETED)
-            log.info("task %s: completed (accuracy %.1f)", task.id, assessment.accuracy)
+            self._finished(held, TaskStatus.COMPLETED)
+            log.info("task %s: completed (accuracy %.1f)", held.id, assessment.accuracy)
 
     async def _commit_stage(
         self,
@@ -262,7 +241,7 @@ class TaskRunner:
         """Store a stage's output and move to the next status, in one statement."""
         if not await self._write(store) and not await self._already_moved(held, next_status):
             raise LeaseLost()
-        held.status, held.attempts = next_status, 0
+        held.status, held.stage_attempts = next_status, 0
         if self.is_stopping():
             raise StopRequested()
 
@@ -273,12 +252,10 @@ class TaskRunner:
         changes nothing; the task then already holds the write's outcome under our lease.
         """
         return await self._write(
-            lambda connection: queue.moved_to(
-                connection, held.task.id, owner=self.owner, status=status
-            )
+            lambda connection: queue.moved_to(connection, held.id, owner=self.owner, status=status)
         )
 
-    async def _call(self, task: ClaimedTask, call: Coroutine[Any, Any, T]) -> T:
+    async def _call(self, task: HeldTask, call: Coroutine[Any, Any, T]) -> T:
         """Await a stage call while renewing the lease every third of its length; cancel
         the call if the lease is lost or the owner name given up (`rename`).
 
@@ -292,7 +269,7 @@ class TaskRunner:
         with self.spans.span(f"stage {stage}", {"task.id": str(task.id), "stage": stage}):
             return await self._await_renewing(task, call)
 
-    async def _await_renewing(self, task: ClaimedTask, call: Coroutine[Any, Any, T]) -> T:
+    async def _await_renewing(self, task: HeldTask, call: Coroutine[Any, Any, T]) -> T:
         call_task = asyncio.ensure_future(call)
         self._calls.add(call_task)
         interval = self.settings.worker_lease_seconds / 3
@@ -310,7 +287,7 @@ class TaskRunner:
                 call_task.cancel()
                 await asyncio.gather(call_task, return_exceptions=True)
 
-    async def _renew(self, task: ClaimedTask) -> bool:
+    async def _renew(self, task: HeldTask) -> bool:
         """Extend the lease; False once it is lost. A failed renewal is let pass: the
         database is away, and the fenced write will tell later."""
         try:
@@ -328,9 +305,9 @@ class TaskRunner:
     # ---------------------------------------------------------------- failures
 
     async def _handle_failure(self, held: HeldTask, failure: StageFailure) -> None:
-        task_id = held.task.id
+        task_id = held.id
         stage = _stage_name(held.status)
-        attempts = held.attempts + 1
+        attempts = held.stage_attempts + 1
         max_attempts = self.settings.pipeline_max_attempts
         if failure.transient and attempts < max_attempts:
             delay = Backoff(
@@ -371,9 +348,9 @@ class TaskRunner:
                 drop_audio=self._drops_audio,
             )
         ):
-            self._finished(held.task, TaskStatus.FAILED)
+            self._finished(held, TaskStatus.FAILED)
 
-    def _finished(self, task: ClaimedTask, status: TaskStatus) -> None:
+    def _finished(self, task: HeldTask, status: TaskStatus) -> None:
         self.metrics.tasks_finished.labels(status.value).inc()
         age = (datetime.now(UTC) - task.created_at).total_seconds()
         self.metrics.task_duration.labels(status.value).observe(max(age, 0.0))

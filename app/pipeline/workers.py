@@ -185,11 +185,10 @@ class WorkerPool:
         self.held += 1
         try:
             # A span only for a claim that got a task: an idle poll traces nothing of its own.
-            task = held.task
             attributes = {
-                "task.id": str(task.id),
+                "task.id": str(held.id),
                 "task.status": held.status.value,
-                "task.claim_count": task.claim_count,
+                "task.claim_count": held.claim_count,
             }
             with self.spans.span("claim", attributes, start_ns=claimed_at):
                 await self.runner.run(held)
@@ -212,7 +211,7 @@ class WorkerPool:
         interval = min(RETENTION_INTERVAL_SECONDS, hours * 3600 / 4) or RETENTION_INTERVAL_SECONDS
         while True:
             try:
-                async with self.database.autocommit.connect() as connection:
+                async with self.database.driver() as connection:
                     purged = await queue.purge_expired_audio(connection, older_than_hours=hours)
                 if purged:
                     log.info("retention: purged the audio of %d finished task(s)", purged)

@@ -1,7 +1,8 @@
 """Operator and owner actions on a task: retry a failed one, cancel an unfinished one.
 
-Each is one UPDATE of the task with its history row (`recorded`), whose `detail` is a
-JSON object naming the action, who took it and why, so the history says who did what.
+Each is one UPDATE of the task with its history row (`app/db/sql/task_actions.sql`), whose
+`detail` is a JSON object naming the action, who took it and why, so the history says who
+did what.
 
 A retry puts the task back where the pipeline's claim would resume it: the claim picks
 the stage from what is stored (no preprocessed audio: preprocessing; no transcription:
@@ -20,17 +21,16 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import String, bindparam, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.history import recorded
-from app.db.models import Task
 from app.db.queries import queries
-from app.db.status import STAGE_BY_STATUS, TERMINAL_SQL, TaskStatus
+from app.db.status import STAGE_BY_STATUS, TaskStatus
 from app.tasks.errors import TaskError, TaskNotFound
 from app.tasks.failures import FailureFilter, failed_task_ids
 
 CANCELLED_COMMENT = "cancelled by an operator"
+
+_ACTIONS = queries("task_actions")
 
 
 class TaskNotRetryable(TaskError):
@@ -53,36 +53,6 @@ class Retried:
 def action_detail(action: str, actor: str, reason: str, **extra: str) -> str:
     """The history row's `detail` of an action: who, what and why, as JSON text."""
     return json.dumps({"action": action, "by": actor, "reason": reason, **extra})
-
-
-_RETRY = recorded(
-    update(Task)
-    .where(Task.id == bindparam("task_id"), Task.status == TaskStatus.FAILED.value)
-    .values(
-        status=bindparam("entry_status", type_=String),
-        comment=None,
-        completed_at=None,
-        stage_attempts=0,
-        claim_count=0,
-        run_after=func.now(),
-        lease_owner=None,
-        lease_expires_at=None,
-    ),
-    detail=bindparam("action_detail", type_=String),
-)
-
-_CANCEL = recorded(
-    update(Task)
-    .where(Task.id == bindparam("task_id"), text(f"tasks.status NOT IN {TERMINAL_SQL}"))
-    .values(
-        status=TaskStatus.FAILED.value,
-        comment=CANCELLED_COMMENT,
-        completed_at=func.now(),
-        lease_owner=None,
-        lease_expires_at=None,
-    ),
-    detail=bindparam("action_detail", type_=String),
-)
 
 
 def entry_status(*, has_upload: bool, has_preprocessed: bool, transcribed: bool) -> str | None:
@@ -109,9 +79,7 @@ async def retry_failed_task(
     `dry_run`: check only, change nothing.
     """
     state = (
-        await session.execute(
-            queries("tasks").retry_state.clause, {"task_id": task_id, "owner": owner}
-        )
+        await session.execute(_ACTIONS.retry_state.clause, {"task_id": task_id, "owner": owner})
     ).one_or_none()
     if state is None:
         raise TaskNotFound
@@ -130,14 +98,14 @@ async def retry_failed_task(
     if dry_run:
         return Retried(task_id=task_id, status=entry, stage=STAGE_BY_STATUS[entry])
     await session.execute(
-        _RETRY,
+        _ACTIONS.retry_failed_task.clause,
         {
             "task_id": task_id,
             "entry_status": entry,
             "action_detail": action_detail("retry", actor, reason),
         },
     )
-    await session.execute(queries("tasks").requeue_user.clause, {"task_id": task_id})
+    await session.execute(_ACTIONS.requeue_user.clause, {"task_id": task_id})
     return Retried(task_id=task_id, status=entry, stage=STAGE_BY_STATUS[entry])
 
 
@@ -176,15 +144,16 @@ async def cancel_task(
 ) -> None:
     """End an unfinished task as failed; a worker still holding it writes nothing more."""
     seq = await session.scalar(
-        _CANCEL,
+        _ACTIONS.cancel_task.clause,
         {
             "task_id": task_id,
+            "comment": CANCELLED_COMMENT,
             "action_detail": action_detail("cancel", actor, reason, comment=CANCELLED_COMMENT),
         },
     )
     if seq is not None:
         return
-    exists = await session.scalar(queries("tasks").task_exists.clause, {"id": task_id})
+    exists = await session.scalar(_ACTIONS.task_exists.clause, {"task_id": task_id})
     if exists is None:
         raise TaskNotFound
     raise TaskNotCancellable

@@ -80,3 +80,5 @@ async def test_every_statement_is_valid_on_the_migrated_schema(engine: AsyncEngi
                 # Preparing parses, resolves every name and plans: nothing runs.
                 statement = await connection.prepare(query.driver_sql)
                 assert len(statement.get_parameters()) == len(query.parameters), query.name
+                # And through a session the same parameters, none read inside a string.
+                assert set(query.clause._bindparams) == set(query.parameters), query.name

@@ -13,7 +13,7 @@ import sys
 
 import asyncpg
 
-from app.pipeline import queue
+from app.db.queries import queries
 
 
 async def main(dsn: str, owner: str) -> None:
@@ -26,8 +26,8 @@ async def main(dsn: str, owner: str) -> None:
             "idle_in_transaction_session_timeout": "0",
         },
     )
-    await claiming.execute(queue._BEGIN_CLAIM)
-    row = await queue._CLAIM_STATEMENT.fetchrow(
+    await queries("queue").begin_claim.execute(claiming)
+    row = await queries("queue").claim_next_task.fetchrow(
         claiming, owner=owner, lease=300, per_user=100, max_claims=20
     )
     print("claimed" if row is not None else "nothing", flush=True)

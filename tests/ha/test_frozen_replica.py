@@ -19,8 +19,8 @@ from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.db.migrations import upgrade_to_head
+from app.db.queries import queries
 from app.db.url import asyncpg_dsn
-from app.pipeline import queue
 from tests.fakes import FakeServices, audio_for, new_marker
 from tests.pipeline.conftest import wait_terminal
 from tests.pipeline.test_claims import add_tasks
@@ -42,8 +42,8 @@ async def _claim_latencies(dsn: str, count: int) -> list[float]:
         latencies = []
         for _ in range(count):
             started = time.perf_counter()
-            await connection.execute(queue._BEGIN_CLAIM)
-            await queue._CLAIM_STATEMENT.fetchrow(
+            await queries("queue").begin_claim.execute(connection)
+            await queries("queue").claim_next_task.fetchrow(
                 connection, owner="measuring", lease=30, per_user=100, max_claims=20
             )
             await connection.execute("ROLLBACK")

@@ -13,12 +13,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db.queries import queries
 from app.pipeline import queue
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("clean_database")
 
 HeldLock = Callable[[str], AbstractAsyncContextManager[None]]
+CLAIM = queries("queue").claim_next_task
 
 
 class _RolledBack(Exception):
@@ -69,7 +71,7 @@ async def lease_oldest(
     count: int = 1,
     seconds: float = 3600,
     leased_at: str = "now()",
-    leased_on: str = queue.SERVER_IDENTITY_SQL,
+    leased_on: str = "server_identity()",
 ) -> list[uuid.UUID]:
     async with engine.begin() as connection:
         rows = await connection.execute(
@@ -96,7 +98,7 @@ async def driver(connection: AsyncConnection) -> asyncpg.Connection:
 
 async def claim(
     engine: AsyncEngine, owner: str, per_user: int = 2, max_claims: int = 5
-) -> queue.ClaimedTask | None:
+) -> queue.HeldTask | None:
     async with engine.connect() as connection:
         return await queue.claim_next_task(
             await driver(connection),
@@ -110,12 +112,16 @@ async def claim(
 async def claim_buffers(connection: AsyncConnection, owner: str) -> int:
     """Shared buffers the claim statement touches (EXPLAIN ANALYZE, rolled back)."""
     params: dict[str, Any] = {"owner": owner, "lease": 30, "per_user": 2, "max_claims": 5}
-    compiled = queue._CLAIM.bindparams(**params).compile(
+    compiled = CLAIM.clause.bindparams(**params).compile(
         compile_kwargs={"literal_binds": True}, dialect=connection.dialect
     )
     transaction = await connection.begin()
     try:
-        plan = await connection.scalar(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}"))
+        # As SQL already rendered: a colon in its comments is no parameter.
+        explained = await connection.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}"
+        )
+        plan = explained.scalar_one()
     finally:
         await transaction.rollback()
     top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
@@ -296,18 +302,19 @@ async def test_finished_tasks_cost_the_claim_nothing_under_a_generic_plan(
             text("UPDATE tasks SET status = 'completed', completed_at = now()")
         )
     await add_tasks(engine, user, 1)
-    compiled = str(queue._CLAIM.compile(dialect=engine.dialect))
+    values = {"owner": "'me'", "lease": "30", "max_claims": "5", "per_user": "2"}
+    arguments = ", ".join(values[name] for name in CLAIM.parameters)
     async with liveness_lock("me"), engine.connect() as connection:
         raw = (await connection.get_raw_connection()).driver_connection
         assert raw is not None
         # As autovacuum would: the finished tasks' old entries leave the partial index.
         await raw.execute("VACUUM ANALYZE tasks")
-        await raw.execute(f"PREPARE generic_claim AS {compiled}")
+        await raw.execute(f"PREPARE generic_claim AS {CLAIM.driver_sql}")
         try:
             async with raw.transaction():  # the claim runs, then is rolled back
                 await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 plan = await raw.fetchval(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE generic_claim('me', 30, 5, 2)"
+                    f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE generic_claim({arguments})"
                 )
                 raise _RolledBack
         except _RolledBack:
@@ -419,7 +426,7 @@ async def test_a_resumed_task_enters_the_first_stage_without_output(
         transcribed,
         "status = 'evaluating', result = 'a b', last_event_seq = 4, lease_owner = 'gone', "
         "lease_expires_at = now() - interval '1 second', leased_at = now(), "
-        f"leased_on = {queue.SERVER_IDENTITY_SQL}",
+        "leased_on = server_identity()",
     )
     await add_wav(engine, transcribed_id)
 
@@ -489,7 +496,7 @@ async def test_a_claim_stamps_the_server_its_lock_lives_on(
     async with engine.connect() as connection:
         stamped, server = (
             await connection.execute(
-                text(f"SELECT leased_on, {queue.SERVER_IDENTITY_SQL} FROM tasks WHERE id = :id"),
+                text("SELECT leased_on, server_identity() FROM tasks WHERE id = :id"),
                 {"id": claimed.id},
             )
         ).one()

@@ -219,8 +219,8 @@ async def test_retention_zero_deletes_the_audio_as_the_task_ends(
             lambda: bool(fakes.preprocessing.calls_for(marker)), message="preprocessing to start"
         )
         async with engine.connect() as connection:  # the purge at 0 spares it too
-            await queue.purge_expired_audio(connection, older_than_hours=0)
-            await connection.commit()
+            raw = (await connection.get_raw_connection()).driver_connection
+            await queue.purge_expired_audio(raw, older_than_hours=0)
         assert await audio_count(engine, running_id) == 1
 
         # The results stay, and every read still answers without the audio.

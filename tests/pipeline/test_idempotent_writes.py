@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("clean_database")
 @asynccontextmanager
 async def held_task(
     engine: AsyncEngine, owner: str
-) -> AsyncIterator[tuple[queue.ClaimedTask, asyncpg.Connection]]:
+) -> AsyncIterator[tuple[queue.HeldTask, asyncpg.Connection]]:
     """One new task claimed by `owner`, whose liveness lock is held meanwhile; yields
     (the claimed task, a raw driver connection for the stage writes)."""
     await add_tasks(engine, uuid.uuid4(), 1)

@@ -11,6 +11,7 @@ from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import create_database
+from app.db.queries import queries
 from app.db.sessions import SessionOptions, connect
 from app.db.url import asyncpg_dsn
 from app.pipeline import queue
@@ -73,8 +74,8 @@ async def test_a_claim_left_open_holds_up_no_other_claim(engine: AsyncEngine) ->
         await locks.commit()
         stalled = await driver(frozen)
         # The claim's transaction as a process frozen before its COMMIT leaves it.
-        await stalled.execute(queue._BEGIN_CLAIM)
-        held = await queue._CLAIM_STATEMENT.fetchrow(
+        await queries("queue").begin_claim.execute(stalled)
+        held = await queries("queue").claim_next_task.fetchrow(
             stalled, owner="frozen", lease=30, per_user=2, max_claims=5
         )
         assert held is not None
@@ -100,13 +101,13 @@ async def test_concurrent_claims_keep_the_per_user_cap(engine: AsyncEngine) -> N
         await locks.commit()
         early, late = await driver(a), await driver(b)
         # `late` takes its snapshot before `early` commits its claim of the same user.
-        await late.execute(queue._BEGIN_CLAIM)
+        await queries("queue").begin_claim.execute(late)
         await late.fetchval("SELECT 1")
         assert await queue.claim_next_task(
             early, owner="x", lease_seconds=30, per_user=1, max_claims=5
         )
         with pytest.raises(asyncpg.SerializationError):
-            await queue._CLAIM_STATEMENT.fetchrow(
+            await queries("queue").claim_next_task.fetchrow(
                 late, owner="x", lease=30, per_user=1, max_claims=5
             )
         await late.execute("ROLLBACK")

@@ -16,13 +16,10 @@ WITH moved AS (
            JOIN task_audio audio ON audio.task_id = mine.id
            WHERE mine.user_id = tasks.user_id) <= :max_audio_bytes
     RETURNING id, status, last_event_seq
-),
-recorded AS (
-    INSERT INTO task_events (task_id, seq, kind, status)
-    SELECT id, last_event_seq, 'status', status FROM moved
-    RETURNING task_id, seq
 )
-SELECT seq, pg_notify('task_events', task_id::text || ':' || seq::text) FROM recorded;
+SELECT moved.last_event_seq,
+       record_task_events(moved.id, moved.last_event_seq, ARRAY[moved.status::text])
+FROM moved;
 
 -- name: user_usage
 -- What :user_id holds against the caps: unfinished tasks, stored audio bytes, and the
@@ -166,30 +163,3 @@ WHERE (CAST(:stage AS text) IS NULL OR stage = CAST(:stage AS text))
   AND (CAST(:reason AS text) IS NULL OR reason = CAST(:reason AS text))
 ORDER BY failed_at
 LIMIT :limit;
-
--- name: retry_state
--- A task's status and which of a retry's inputs are still stored, the row locked until
--- the transaction ends; only :owner's task unless :owner is NULL.
-SELECT t.status, t.result IS NOT NULL AS transcribed,
-       EXISTS (SELECT 1 FROM task_audio a WHERE a.task_id = t.id AND a.kind = 'upload')
-           AS has_upload,
-       EXISTS (SELECT 1 FROM task_audio a
-               WHERE a.task_id = t.id AND a.kind = 'preprocessed') AS has_preprocessed
-FROM tasks t
-WHERE t.id = :task_id AND (CAST(:owner AS uuid) IS NULL OR t.user_id = CAST(:owner AS uuid))
-FOR UPDATE OF t;
-
--- name: requeue_user
--- Put a retried task's user back into the claim's walk over users (`queue_users`): its
--- triggers fire when a task starts or stops being unfinished, not when a finished task
--- becomes unfinished again.
-INSERT INTO queue_users AS q (user_id, oldest_unfinished_at)
-SELECT user_id, created_at FROM tasks WHERE id = :task_id
-ON CONFLICT (user_id) DO UPDATE
-    SET oldest_unfinished_at = EXCLUDED.oldest_unfinished_at
-    WHERE q.oldest_unfinished_at IS NULL
-       OR q.oldest_unfinished_at > EXCLUDED.oldest_unfinished_at;
-
--- name: task_exists
--- 1 when the task exists.
-SELECT 1 FROM tasks WHERE id = :id;
