@@ -6,14 +6,27 @@ the seam's name, instead of degrading quietly where the seam is used.
 
 from __future__ import annotations
 
+import socket
 import threading
+import traceback
 
+import asyncpg
+import httpcore
+import httpx
+from sqlalchemy import URL
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
 from app.api.upload.part_buffer import PartBuffer
-from app.compat import keep_parsed_form, served_inline
+from app.compat import (
+    connection_socket,
+    keep_parsed_form,
+    replace_connection_pool,
+    replace_exception_message,
+    served_inline,
+)
+from app.db.url import asyncpg_dsn
 
 
 def _form_request() -> Request:
@@ -64,3 +77,37 @@ async def test_upload_file_calls_a_file_served_inline_on_the_event_loop() -> Non
     # The seam is what decides: a file without the mark is read on a worker thread.
     assert unmarked.threads != [loop_thread]
     assert len(unmarked.threads) == 1
+
+
+async def test_a_replaced_pool_carries_the_transports_requests() -> None:
+    answer = [b"HTTP/1.1 200 OK\r\n", b"Content-Length: 2\r\n", b"\r\n", b"ok"]
+    transport = httpx.AsyncHTTPTransport()
+    pool = httpcore.AsyncConnectionPool(network_backend=httpcore.AsyncMockBackend(answer))
+    replace_connection_pool(transport, pool)
+    # An address that cannot resolve: only the mock backend can answer it.
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get("http://receiver.invalid/")
+    assert (response.status_code, response.text) == (200, "ok")
+
+
+async def test_an_asyncpg_connection_shows_its_socket(database_url: URL) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        sock = connection_socket(connection)
+        assert sock is not None
+        assert sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+        assert sock.fileno() >= 0
+    finally:
+        await connection.close()
+
+
+def test_a_replaced_exception_message_is_what_the_traceback_shows() -> None:
+    quoted = "invalid input: 'Please call Stella'"
+    try:
+        raise ValueError(quoted)  # the source line shows the name, not the value
+    except ValueError as error:
+        rendered = traceback.TracebackException.from_exception(error)
+    replace_exception_message(rendered, "message withheld")
+    text = "".join(rendered.format())
+    assert text.rstrip("\n").endswith("ValueError: message withheld")
+    assert "Stella" not in text
