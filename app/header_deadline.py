@@ -1,7 +1,7 @@
 """A deadline on a request's head: a connection that has not sent one in time is closed.
 
 uvicorn times out idle keep-alive connections, and the body has its own minimum rate
-(app/api/body_limit.py), but nothing bounds the head itself: a client that opens a
+(app/api/upload/body_limit.py), but nothing bounds the head itself: a client that opens a
 connection and sends "GET / HTTP/1.1\\r\\nHost:" and nothing more holds it forever
 (a slowloris). This protocol, uvicorn's httptools one plus a timer, gives each request
 head `seconds` to arrive in full, counted from the connection's opening or from the

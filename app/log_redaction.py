@@ -15,6 +15,8 @@ import traceback
 import asyncpg
 from sqlalchemy.exc import StatementError
 
+from app.compat import replace_exception_message
+
 WITHHELD = "message withheld: it may quote the statement's values"
 
 
@@ -45,9 +47,7 @@ def redacted_traceback(error: BaseException) -> str | None:
         seen.add(id(exception))
         stand_in = _database_error_text(exception)
         if stand_in is not None:
-            # What format_exception_only writes after the type; the stdlib has no public
-            # way to render a traceback with another message.
-            part._str = stand_in  # type: ignore[attr-defined]
+            replace_exception_message(part, stand_in)
             found = True
         if part.__cause__ is not None and exception.__cause__ is not None:
             pending.append((part.__cause__, exception.__cause__))

@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from sqlalchemy import URL
 
 from app.api import health, legacy, operations, resources, streams, users
-from app.api.body_limit import UploadSizeLimit
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_docs, install_openapi
 from app.api.request_observer import RequestObserver
 from app.api.trust import install_forwarded_headers, trust_warning
+from app.api.upload import UploadSizeLimit
 from app.config import STAGES, Settings, StageName, load_settings
 from app.console import routes as console
 from app.db.engine import create_database

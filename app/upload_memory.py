@@ -1,17 +1,16 @@
-"""A budget for upload bytes held in memory at once.
+"""A budget for upload bytes held in memory at once, shared by the uploads of a process.
 
 An upload whose body declares its length takes, before its first byte is read, what
-storing it costs (`storage_bytes`: its buffer and the driver's copy) if that much is
-free within a second, out of at most half the budget; it is then parsed straight into
-memory and stored from there, and gives the share back once stored. Otherwise it waits
-no longer: it is parsed as before, holding 1 MiB of its file (Starlette spools the rest
-to disk) and its capped text fields (or its Content-Length, if smaller) while it is
-received, and then waits for its storage share. Sixteen concurrent 5 MB uploads would
-need a few hundred MB at the same moment; with the budget, uploads beyond it wait their
-turn or are received on disk and stored in turn, and memory stays flat whatever the
-concurrency. Slow clients cannot hold more than half the budget while their bytes
-trickle in, so uploads received on disk always have the other half. The two
-reservations of a spooled upload never overlap, so they cannot wait on each other."""
+storing it costs (`storage_bytes`: its buffer and the driver's copy), if that much is
+free soon, out of at most half the budget; it is then parsed straight into memory,
+stored from there, and gives the share back once stored. Any other upload is spooled
+to disk by Starlette while it holds only a parse share, then waits for its storage
+share. Uploads beyond the budget wait their turn, so memory stays flat whatever the
+concurrency (figures in docs/performance.md). Slow clients cannot hold more than half
+the budget while their bytes trickle in, so spooled uploads always have the other
+half; a spooled upload's two shares never overlap, so they cannot wait on each other.
+The upload path that uses it is app/api/upload/.
+"""
 
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ from app.api.schemas import (
     LegacyTaskSummary,
     LegacyUserRequest,
 )
-from app.api.upload_route import LegacyRoute
-from app.api.uploads import (
+from app.api.upload import (
     UPLOAD_FORM_LIMITS,
     UPLOAD_RESPONSES,
+    LegacyRoute,
     UploadDep,
     create_from_upload,
     require_multipart,

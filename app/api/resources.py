@@ -18,10 +18,10 @@ from app.api.schemas import (
     TaskResource,
     WebhookDeliveryReport,
 )
-from app.api.upload_route import ResourceRoute
-from app.api.uploads import (
+from app.api.upload import (
     UPLOAD_FORM_LIMITS,
     UPLOAD_RESPONSES,
+    ResourceRoute,
     ResourceUploadDep,
     create_from_upload,
     require_multipart,

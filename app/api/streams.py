@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, sta
 from app.api.deps import FollowerIdDep, RuntimeDep
 from app.api.legacy import JSON_BODY, UNTRUSTED
 from app.api.schemas import ErrorResponse, LegacyUserRequest
-from app.api.upload_route import LegacyRoute
+from app.api.upload import LegacyRoute
 from app.events.frames import legacy_frame, resource_frame
 from app.events.hub import TooManyFollowers, TooManyFollowersForUser
 from app.events.opening import MAX_EVENT_ID, NothingToResume, OpenStream, open_stream

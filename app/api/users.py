@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response, status
 
 from app.api.deps import SessionDep
 from app.api.schemas import ErrorResponse
-from app.api.upload_route import LegacyRoute
+from app.api.upload import LegacyRoute
 from app.tasks import service
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 
-from app.api.upload_route import ResourceRoute, capped_body
+from app.api.upload import ResourceRoute, capped_body
 from app.config import Settings
 from app.console.auth import (
     FORBIDDEN,

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from app.compat import connection_socket
 from app.config import Settings
 
 # Probes after the idle time, this far apart, this many before the connection is dead.
@@ -74,8 +75,7 @@ class SessionOptions:
 
     def tune_socket(self, connection: asyncpg.Connection) -> None:
         """Client-side keepalives and user timeout on the connection's TCP socket."""
-        transport = getattr(connection, "_transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock = connection_socket(connection)
         if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
             return  # a Unix socket: nothing between us and the server to fail silently
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 
 import httpcore
 import httpx
-from httpcore import AsyncNetworkBackend, AsyncNetworkStream
-from httpcore._backends.auto import AutoBackend
+from httpcore import AnyIOBackend, AsyncNetworkBackend, AsyncNetworkStream
 
+from app.compat import replace_connection_pool
 from app.webhooks.policy import CallbackPolicy
 
 SocketOption = (
@@ -34,7 +34,8 @@ class GuardedBackend(AsyncNetworkBackend):
 
     def __init__(self, policy: CallbackPolicy, inner: AsyncNetworkBackend | None = None) -> None:
         self.policy = policy
-        self.inner = inner or AutoBackend()
+        # What httpcore's default backend picks on asyncio, the only loop the service runs.
+        self.inner = inner or AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -82,12 +83,15 @@ def guarded_client(
     """
     transport = httpx.AsyncHTTPTransport(trust_env=False, verify=tls)
     # httpx takes no network backend, so its pool is replaced with one that has ours.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=tls,
-        max_connections=connections,
-        max_keepalive_connections=connections,
-        keepalive_expiry=30.0,
-        network_backend=GuardedBackend(policy),
+    replace_connection_pool(
+        transport,
+        httpcore.AsyncConnectionPool(
+            ssl_context=tls,
+            max_connections=connections,
+            max_keepalive_connections=connections,
+            keepalive_expiry=30.0,
+            network_backend=GuardedBackend(policy),
+        ),
     )
     return httpx.AsyncClient(
         transport=transport,

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api.multipart_form import BufferedFormParser
+from app.api.upload.form_parser import BufferedFormParser
 from app.config import Settings
 from app.main import create_app
 from app.runtime import Runtime

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.compat import connection_socket
 from app.db.engine import create_database
 from app.db.queries import queries
 from app.db.sessions import SessionOptions, connect
@@ -43,7 +44,7 @@ async def test_pooled_and_dedicated_connections_are_bounded(database_url: URL) -
     )
     try:
         assert await _bounds(dedicated) == BOUNDS
-        sock = dedicated._transport.get_extra_info("socket")
+        sock = connection_socket(dedicated)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10000

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from app.api.multipart_form import BufferedFormParser, MultipartFormError
-from app.api.part_buffer import PartBuffer, buffered_part
-from app.api.uploads import UPLOAD_FORM_LIMITS, UPLOAD_PART_CAPS
+from app.api.upload.form_parser import BufferedFormParser, MultipartFormError
+from app.api.upload.limits import UPLOAD_FORM_LIMITS, UPLOAD_PART_CAPS
+from app.api.upload.part_buffer import PartBuffer, buffered_part
 from tests.fuzz.test_raw_multipart import uploads
 
 CONTENT_TYPE = "multipart/form-data; boundary=xyz"

@@ -8,7 +8,8 @@ import asyncio
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.uploads import upload_too_large
+from app.api.upload.errors import upload_too_large
+from app.api.upload.headers import content_length
 
 # Room for the multipart boundaries and the small text fields around the file.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -54,7 +55,7 @@ class UploadSizeLimit:
         if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope["headers"])
         received = 0
         started: float | None = None
         body_done = False
@@ -82,13 +83,3 @@ class UploadSizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None

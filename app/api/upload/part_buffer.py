@@ -9,11 +9,14 @@ megabyte, upload side").
 from __future__ import annotations
 
 import os
-from typing import ClassVar
 
 from starlette.datastructures import UploadFile
 
+from app.compat import served_inline
 
+
+# Its methods never block, so `UploadFile` need not hand them to a worker thread.
+@served_inline
 class PartBuffer:
     """The file-like object behind an `UploadFile` whose bytes stay in memory.
 
@@ -21,10 +24,6 @@ class PartBuffer:
     length), so the buffer is allocated once and never grows; a part larger than the
     bound (which HTTP framing rules out) still fits, at the cost of one more copy.
     """
-
-    # Starlette's `UploadFile` runs the methods of a file that has not rolled over to
-    # disk inline rather than in a worker thread.
-    _rolled: ClassVar[bool] = False
 
     def __init__(self, capacity: int) -> None:
         self._data = bytearray(max(capacity, 0))

@@ -6,7 +6,7 @@ length, and text parts are gathered under their cap. Everything a client can obs
 is Starlette's (`starlette.formparsers.MultiPartParser`, which FastAPI otherwise uses):
 the same `FormData` of strings and `UploadFile`s, decoded with the same charset rules,
 and the same 400 messages for malformed bodies and parts over their caps; the tests
-compare the two parsers on the same bodies (tests/api/test_multipart_form.py). Only
+compare the two parsers on the same bodies (tests/unit/test_multipart_form.py). Only
 where a file's bytes go differs: Starlette spools them to a temporary file, written
 and read back through a worker thread per chunk.
 """
@@ -22,7 +22,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, Headers, UploadFile
 
-from app.api.part_buffer import PartBuffer
+from app.api.upload.part_buffer import PartBuffer
 
 
 class MultipartFormError(Exception):
