@@ -28,7 +28,7 @@ class RequestIds:
     """Fresh request ids: 32 hex digits, a random prefix per process and a counter.
 
     Unique without asking the kernel for randomness per request, as `uuid4` does (a
-    `getrandom` call, 5 µs here, as much as the metrics of a request). A forked child
+    `getrandom` call per request, see docs/performance.md). A forked child
     draws its own prefix, so workers forked from one parent never share ids.
     """
 
