@@ -214,7 +214,7 @@ async def test_a_killed_process_s_task_is_taken_over_long_before_its_lease_ends(
     with service_process("first", **long_lease) as first:
         task_id = await upload(first.base_url, marker)
         await eventually(
-            lambda: asyncio.sleep(0, result=bool(fakes.preprocessing.calls_for(marker))),
+            lambda: bool(fakes.preprocessing.calls_for(marker)),
             message="the preprocessor to be called",
         )
         holder = (await task_row(engine, task_id) or {})["lease_owner"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
@@ -56,12 +55,12 @@ async def test_sigterm_stops_claiming_at_once_and_exits_within_the_grace_period(
     with service_process("draining", **environment) as service:
         await upload(service.base_url, hanging)
         await eventually(
-            lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(hanging))),
+            lambda: bool(fakes.transcribing.calls_for(hanging)),
             message="the hanging transcription to start",
         )
         await upload(service.base_url, flaky)
         await eventually(
-            lambda: asyncio.sleep(0, result=len(fakes.transcribing.calls_for(flaky)) >= 2),
+            lambda: len(fakes.transcribing.calls_for(flaky)) >= 2,
             message="the flaky task to be retried",
         )
         request = stalled_upload(service.port)
