@@ -46,6 +46,18 @@ class BenchDatabase:
         """A raw asyncpg connection (the benchmark's own, never the service's)."""
         return await asyncpg.connect(self.dsn, server_settings={"application_name": "benchmark"})
 
+    async def fetchval(self, query: str, *arguments: Any) -> Any:
+        """One value, on a connection opened for it."""
+        connection = await self.connect()
+        try:
+            return await connection.fetchval(query, *arguments)
+        finally:
+            await connection.close()
+
+    async def truncate_tasks(self) -> None:
+        """Every task gone (with its audio, history and deliveries): the next run starts empty."""
+        await self.fetchval("TRUNCATE tasks CASCADE")
+
 
 def add_database_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("database")
