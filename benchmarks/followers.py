@@ -31,7 +31,7 @@ import contextlib
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,13 +40,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from app.db.history import EventRecord, append_event
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database, seed_tasks, service_connections
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.database import BenchDatabase, seed_tasks, service_connections
 from benchmarks.load import latency_summary
-from benchmarks.proc import CpuWatch, cpu_seconds, memory_kb, wait_for_quiet_machine
+from benchmarks.polling import poll_until
+from benchmarks.proc import CpuWatch, cpu_seconds, memory_kb
 from benchmarks.rawhttp import iter_body, read_head
-from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
+from benchmarks.report import Report, print_machine
+from benchmarks.service import Service, raise_nofile_limit, start_api_service
+from benchmarks.setting import bench_setting
 
 GOAL_P99_MS = 50.0  # at 1 000 followers
 GOAL_STREAMING_CONNECTIONS = 2  # at 10 000 followers
@@ -156,13 +158,6 @@ async def stop_following(runners: Sequence[asyncio.Task[None]]) -> None:
     for runner in runners:
         runner.cancel()
     await asyncio.gather(*runners, return_exceptions=True)
-
-
-async def wait_until(condition: Callable[[], bool], within: float) -> None:
-    """Poll `condition` every 0.1 s until it holds or `within` seconds passed."""
-    deadline = time.monotonic() + within
-    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110 (polls clients' state)
-        await asyncio.sleep(0.1)
 
 
 def add_following_arguments(
@@ -275,7 +270,9 @@ async def run_phase(
     connect_cpu_before = cpu_seconds(service.pid)
     started = time.perf_counter()
     runners = start_following(followers, service.port, args.connect_concurrency)
-    await wait_until(lambda: all(f.state != "new" for f in followers), args.connect_timeout)
+    await poll_until(
+        lambda: all(f.state != "new" for f in followers), within=args.connect_timeout, interval=0.1
+    )
     connect_seconds = time.perf_counter() - started
     connect_cpu = cpu_seconds(service.pid) - connect_cpu_before
     held = sum(1 for follower in followers if follower.state == "held")
@@ -294,7 +291,9 @@ async def run_phase(
     commits = await commit_transitions(sessions, tasks, interval=interval_ms / 1000)
     commit_seconds = [returned - sent for sent, returned in commits.values()]
     # The streams end after `completed`; wait for them (bounded).
-    await wait_until(lambda: all(f.state != "held" for f in followers), args.drain_timeout)
+    await poll_until(
+        lambda: all(f.state != "held" for f in followers), within=args.drain_timeout, interval=0.1
+    )
     service_cpu = cpu_seconds(service.pid) - service_cpu_before
     transitions_seconds = time.perf_counter() - transitions_started
     machine_cpu = watch.finish()
@@ -418,24 +417,22 @@ async def run(args: argparse.Namespace) -> None:
     if limit < max(counts) + 100:
         raise SystemExit(f"RLIMIT_NOFILE is {limit}: too low for {max(counts)} followers")
     report = Report("followers")
-    async with bench_database(args, "ilps_bench") as database:
-        machine = await machine_info(database, args.source)
-        machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
+    phases: list[dict[str, Any]] = []
+    async with (
+        bench_setting(args, "followers") as setting,
+        writer_sessions(setting.database) as sessions,
+    ):
+        machine = setting.machine
         machine["load_generator_nofile"] = limit
-        phases: list[dict[str, Any]] = []
-        async with writer_sessions(database) as sessions:
-            with log_directory("followers", keep=args.keep_logs) as logs:
-                service = start_service(args, database, logs)
-                try:
-                    for count, interval in zip(counts, intervals, strict=True):
-                        print(
-                            f"{count} followers, a transition every {interval:g} ms ...", flush=True
-                        )
-                        phases.append(
-                            await run_phase(args, database, service, sessions, count, interval)
-                        )
-                finally:
-                    service.stop()
+        service = start_service(args, setting.database, setting.logs)
+        try:
+            for count, interval in zip(counts, intervals, strict=True):
+                print(f"{count} followers, a transition every {interval:g} ms ...", flush=True)
+                phases.append(
+                    await run_phase(args, setting.database, service, sessions, count, interval)
+                )
+        finally:
+            service.stop()
     print_machine(report, machine)
     print_report(report, phases)
     report.figures = {
@@ -469,7 +466,7 @@ def start_streaming_service(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--followers", default="1000,10000", help="phases, comma-separated")
     parser.add_argument("--tasks", type=int, default=100, help="tasks followed per phase")
     parser.add_argument(
@@ -478,8 +475,7 @@ def main() -> None:
         help="between two committed transitions: one value, or one per phase (default: 20)",
     )
     add_following_arguments(parser, connect_timeout=300.0, drain_timeout=60.0)
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

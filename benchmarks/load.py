@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import httpx
 
 from benchmarks.proc import CpuWatch, cpu_seconds
 from benchmarks.rawhttp import HttpConnection, HttpResponse
+from benchmarks.service import Service
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -76,6 +79,25 @@ def multipart_body(
     return encoded.read(), encoded.headers["Content-Type"]
 
 
+def upload_requests(size: int, users: int) -> list[Request]:
+    """POST /tasks with a `size`-byte recording, cycling over `users` callers.
+
+    The bytes are random: real PCM does not compress, and neither should this. The length
+    is a multiple of 4, as the preprocessing service wants of stereo 16-bit PCM.
+    """
+    body, content_type = multipart_body(
+        {"title": "Please call Stella", "text_id": str(uuid.uuid4())},
+        "recording.pcm",
+        os.urandom(size // 4 * 4),
+    )
+    return [
+        Request(
+            "POST", "/tasks", {"Content-Type": content_type, "X-User-Id": str(uuid.uuid4())}, body
+        )
+        for _ in range(users)
+    ]
+
+
 @dataclass
 class LoadResult:
     """What a closed-loop run of identical requests measured."""
@@ -125,24 +147,23 @@ class LoadResult:
 
 
 async def closed_loop(
-    port: int,
+    service: Service,
     requests: Sequence[Request],
     *,
     clients: int,
     max_requests: int,
     max_seconds: float,
-    service_pid: int,
     request_timeout: float = 60.0,
 ) -> LoadResult:
-    """`clients` connections, each sending the next request as soon as the last answered,
-    until `max_requests` were sent or `max_seconds` passed."""
+    """`clients` connections to `service`, each sending the next request as soon as the
+    last answered, until `max_requests` were sent or `max_seconds` passed."""
     result = LoadResult()
     issued = 0
     deadline = time.monotonic() + max_seconds
 
     async def client() -> None:
         nonlocal issued
-        connection = HttpConnection("127.0.0.1", port, timeout=request_timeout)
+        connection = HttpConnection("127.0.0.1", service.port, timeout=request_timeout)
         try:
             while issued < max_requests and time.monotonic() < deadline:
                 request = requests[issued % len(requests)]
@@ -166,8 +187,8 @@ async def closed_loop(
     gc.collect()
     gc.freeze()
     gc.disable()
-    watch = CpuWatch([service_pid])
-    cpu_before = cpu_seconds(service_pid)
+    watch = CpuWatch([service.pid])
+    cpu_before = cpu_seconds(service.pid)
     client_before = time.process_time()
     started = time.perf_counter()
     try:
@@ -177,6 +198,6 @@ async def closed_loop(
         gc.unfreeze()
     result.elapsed = time.perf_counter() - started
     result.client_cpu_seconds = time.process_time() - client_before
-    result.service_cpu_seconds = cpu_seconds(service_pid) - cpu_before
+    result.service_cpu_seconds = cpu_seconds(service.pid) - cpu_before
     result.machine = watch.finish()
     return result

@@ -37,18 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import (
-    BenchDatabase,
-    bench_database,
-    counter_delta,
-    database_snapshot,
-    seed_tasks,
-)
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.database import BenchDatabase, counter_delta, database_snapshot, seed_tasks
 from benchmarks.load import latency_summary
-from benchmarks.proc import CpuWatch, cpu_seconds, postgres_cpu_seconds, wait_for_quiet_machine
-from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, raise_nofile_limit, service_environment
+from benchmarks.polling import poll_until
+from benchmarks.proc import CpuWatch, cpu_seconds, postgres_cpu_seconds
+from benchmarks.report import Report, print_machine
+from benchmarks.service import Service, raise_nofile_limit, service_environment, start_together
+from benchmarks.setting import bench_setting
 from benchmarks.stages import FakeStages, fake_stages
 
 GOAL_TASKS_PER_SECOND = 100.0  # with 2 processes
@@ -242,11 +238,7 @@ async def running_services(
         for number in range(config.processes)
     ]
     try:
-        # In threads: the counting proxy runs on this event loop and must keep serving.
-        for service in services:
-            await asyncio.to_thread(service.start)
-        for service in services:
-            await asyncio.to_thread(service.wait_healthy)
+        await start_together(services)  # the counting proxy on this loop keeps serving
         yield services
     finally:
         for service in services:
@@ -263,11 +255,7 @@ async def run_config(
     tasks: int,
     proxy: CountingProxy | None = None,
 ) -> dict[str, Any]:
-    connection = await database.connect()
-    try:
-        await connection.execute("TRUNCATE tasks CASCADE")
-    finally:
-        await connection.close()
+    await database.truncate_tasks()
     owners = [uuid.UUID(int=1 + number % args.users) for number in range(tasks)]
     audio = os.urandom(args.audio_kb * 1024 // 4 * 4)
 
@@ -286,22 +274,26 @@ async def run_config(
 
         monitor = await database.connect()
         own_queries = 0
+
+        async def count_finished() -> int:
+            nonlocal own_queries
+            own_queries += 1
+            return int(
+                await monitor.fetchval(
+                    "SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')"
+                )
+            )
+
         try:
             started = time.perf_counter()
             await seed_tasks(monitor, owners, audio=audio, notify=True)
             own_queries += 1
-            deadline = time.monotonic() + args.timeout
-            finished = 0
-            while time.monotonic() < deadline:
-                finished = int(
-                    await monitor.fetchval(
-                        "SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')"
-                    )
-                )
-                own_queries += 1
-                if finished >= tasks:
-                    break
-                await asyncio.sleep(args.poll)
+            await poll_until(
+                count_finished,
+                lambda count: count >= tasks,
+                within=args.timeout,
+                interval=args.poll,
+            )
             wall = time.perf_counter() - started
 
             cpu_after = [cpu_seconds(service.pid) for service in services]
@@ -442,13 +434,9 @@ async def run(args: argparse.Namespace) -> None:
     raise_nofile_limit()
     report = Report("pipeline_throughput")
     configs = parse_configs(args.configs)
-    async with bench_database(args, "ilps_bench") as database:
-        machine = await machine_info(database, args.source)
-        machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
-        with (
-            log_directory("pipeline", keep=args.keep_logs) as logs,
-            fake_stages(args.wav_kb * 1024) as fakes,
-        ):
+    async with bench_setting(args, "pipeline") as setting:
+        database, logs = setting.database, setting.logs
+        with fake_stages(args.wav_kb * 1024) as fakes:
             runs = []
             for config in configs:
                 print(f"running {config.label} with {args.tasks} tasks ...", flush=True)
@@ -468,6 +456,7 @@ async def run(args: argparse.Namespace) -> None:
                 )
             finally:
                 await proxy.stop()
+    machine = setting.machine
     print_machine(report, machine)
     print_report(report, runs, traced)
     two = [run for run in runs if run["processes"] == 2]
@@ -490,7 +479,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tasks", type=int, default=1000, help="tasks per configuration")
     parser.add_argument(
         "--configs",
@@ -514,8 +503,7 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=1.5, help="quiet seconds before reading statistics"
     )
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

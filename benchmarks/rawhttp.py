@@ -1,12 +1,10 @@
 """A minimal HTTP/1.1 client over asyncio streams, for the timed loops only.
 
-Why not httpx there: on the two cores the load generator shares with the service and
-PostgreSQL, an `httpx.AsyncClient` GET to a trivial loopback server cost 2.4-3.4 ms of
-client CPU per request, this client 0.13-0.23 ms (`time.process_time()` over 2 000
-requests, three interleaved rounds). Under `create_read` the httpx loop spent more CPU per
-request than the service did on `GET /health` (3.4 ms against 2.4 ms), which would cap the
-measured rate and add milliseconds to every latency that is meant to be the service's.
-Everything untimed (health checks, probes, the fake stages) uses httpx.
+Why not httpx there: the load generator shares the two cores with the service and
+PostgreSQL, and httpx costs an order of magnitude more client CPU per request than this
+client (benchmarks/README.md has the figures), which would cap the measured rate and add
+to every latency that is meant to be the service's. Everything untimed (health checks,
+probes, the fake stages) uses httpx.
 
 It speaks only what the service answers: Content-Length or chunked bodies, keep-alive.
 """

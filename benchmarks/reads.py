@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,20 +36,20 @@ from typing import Any
 
 import httpx
 
-from app.tasks.repository import PageCursor
-from app.tasks.service import encode_cursor
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database, seed_tasks
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.database import BenchDatabase, seed_tasks
+from benchmarks.listing import PAGE_SIZE, check_pages, deep_cursors, page_requests
 from benchmarks.load import LoadResult, Request, closed_loop
-from benchmarks.proc import wait_for_quiet_machine
-from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import ROOT, Service, api_only_environment, log_directory, started_healthy
+from benchmarks.proc import py_spy_recording
+from benchmarks.report import Report, print_machine
+from benchmarks.service import ROOT, Service, api_only_environment, started_healthy
+from benchmarks.setting import bench_setting
 
 GOAL_LIST_RATIO = 15.0
 GOAL_PAGE_RATIO = 2.0
 GOAL_PAGE_P99_MS = 5.0
-PAGE_SIZE = 20
 STOCK_LAUNCHER = ROOT / "benchmarks" / "stock_server.py"
+PY_SPY = str(Path(sys.executable).parent / "py-spy")  # the virtualenv's
 
 # A third of the tasks completed with an accuracy, a few failed with a comment.
 FINISH_SOME = """
@@ -95,30 +93,9 @@ async def seed_user(database: BenchDatabase, tasks: int) -> tuple[uuid.UUID, lis
         await seed_tasks(connection, [user] * tasks, audio=b"\0\0\0\0", spacing_seconds=0.001)
         await connection.execute(FINISH_SOME.replace("$1", f"'{user}'"))
         await connection.execute("ANALYZE tasks")
-        rows = await connection.fetch(
-            "SELECT created_at, id FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
-            user,
-        )
+        return user, await deep_cursors(connection, user)
     finally:
         await connection.close()
-    cursors = [
-        encode_cursor(PageCursor(rows[index]["created_at"], rows[index]["id"]))
-        for index in range(PAGE_SIZE - 1, len(rows) - 1, PAGE_SIZE)
-    ]
-    return user, cursors
-
-
-def page_requests(
-    user: uuid.UUID, cursors: Sequence[str], count: int, first_share: float
-) -> list[Request]:
-    rng = random.Random(2)
-    headers = {"X-User-Id": str(user)}
-    return [
-        Request("GET", f"/tasks?limit={PAGE_SIZE}", headers)
-        if rng.random() < first_share
-        else Request("GET", f"/tasks?limit={PAGE_SIZE}&cursor={rng.choice(cursors)}", headers)
-        for _ in range(count)
-    ]
 
 
 def start_stack(
@@ -132,13 +109,8 @@ def start_stack(
 async def check_answers(service: Service, user: uuid.UUID, cursors: Sequence[str]) -> None:
     """The pages and the list are what they claim before they are timed."""
     async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as probe:
-        headers = {"X-User-Id": str(user)}
-        first = await probe.get(f"/tasks?limit={PAGE_SIZE}", headers=headers)
-        deep = await probe.get(f"/tasks?limit={PAGE_SIZE}&cursor={cursors[-2]}", headers=headers)
+        await check_pages(probe, user, cursors)
         every = await probe.post("/", json={"user_id": str(user)})
-    for response in (first, deep):
-        if response.status_code != 200 or len(response.json()["items"]) != PAGE_SIZE:
-            raise RuntimeError(f"unexpected page: {response.status_code} {response.text[:300]}")
     if every.status_code != 200 or len(every.json()) != len(cursors) * PAGE_SIZE + PAGE_SIZE:
         raise RuntimeError(f"unexpected list: {every.status_code} {every.text[:300]}")
 
@@ -150,8 +122,8 @@ async def one_round(
 
     async def loop(requests: Sequence[Request], count: int) -> LoadResult:
         return await closed_loop(
-            service.port, requests, clients=1, max_requests=count, max_seconds=args.seconds,
-            service_pid=service.pid, request_timeout=120,
+            service, requests, clients=1, max_requests=count, max_seconds=args.seconds,
+            request_timeout=120,
         )  # fmt: skip
 
     legacy_body = json.dumps({"user_id": str(user)}).encode()
@@ -241,21 +213,6 @@ def profile_top(raw_path: Path, count: int = 15) -> dict[str, list[tuple[str, fl
     }
 
 
-def start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-         "--format", "raw", "--rate", "500", "--nonblocking", "--output", str(output)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
-    """SIGINT: py-spy writes its output and exits."""
-    spy.send_signal(signal.SIGINT)
-    spy.wait(timeout=30)
-
-
 async def profiled_round(
     args: argparse.Namespace,
     service: StackService,
@@ -275,15 +232,12 @@ async def profiled_round(
     }
     for kind, (requests, count) in kinds.items():
         raw = args.py_spy / f"{stack}-{kind}.txt"
-        spy = start_py_spy(service.pid, raw)
-        try:
+        with py_spy_recording(service.pid, raw, rate=500, executable=PY_SPY):
             await asyncio.sleep(1.0)  # py-spy attaches
             await closed_loop(
-                service.port, requests, clients=1, max_requests=count, max_seconds=args.seconds,
-                service_pid=service.pid, request_timeout=120,
+                service, requests, clients=1, max_requests=count, max_seconds=args.seconds,
+                request_timeout=120,
             )  # fmt: skip
-        finally:
-            stop_py_spy(spy)
         profiles[kind] = profile_top(raw)
     return profiles
 
@@ -291,28 +245,26 @@ async def profiled_round(
 async def run(args: argparse.Namespace) -> None:
     report = Report("reads")
     results: dict[str, Any] = {}
-    async with bench_database(args, "ilps_bench") as database:
-        machine = await machine_info(database, args.source)
-        machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
-        user, cursors = await seed_user(database, args.tasks)
+    async with bench_setting(args, "reads") as setting:
+        user, cursors = await seed_user(setting.database, args.tasks)
         pages = page_requests(user, cursors, args.page_requests, args.first_page_share)
-        with log_directory("reads", keep=args.keep_logs) as logs:
-            for stack in args.stack.split(","):
-                service = start_stack(args, database, logs, stack)
-                try:
-                    await check_answers(service, user, cursors)
-                    await one_round(args, service, user, pages)  # warm-up, not reported
-                    rounds = [
-                        await one_round(args, service, user, pages) for _ in range(args.repetitions)
-                    ]
-                    summary = summarise(rounds)
-                    summary["uvloop_loaded"] = service.loaded("uvloop")
-                    summary["httptools_loaded"] = service.loaded("httptools")
-                    if args.py_spy is not None:
-                        summary["profile"] = await profiled_round(args, service, user, pages, stack)
-                finally:
-                    service.stop()
-                results[stack] = summary
+        for stack in args.stack.split(","):
+            service = start_stack(args, setting.database, setting.logs, stack)
+            try:
+                await check_answers(service, user, cursors)
+                await one_round(args, service, user, pages)  # warm-up, not reported
+                rounds = [
+                    await one_round(args, service, user, pages) for _ in range(args.repetitions)
+                ]
+                summary = summarise(rounds)
+                summary["uvloop_loaded"] = service.loaded("uvloop")
+                summary["httptools_loaded"] = service.loaded("httptools")
+                if args.py_spy is not None:
+                    summary["profile"] = await profiled_round(args, service, user, pages, stack)
+            finally:
+                service.stop()
+            results[stack] = summary
+    machine = setting.machine
     print_machine(report, machine)
     print_report(report, args, results)
     report.figures = {"machine": machine, "user_tasks": args.tasks, "stacks": results}
@@ -358,7 +310,7 @@ def print_report(report: Report, args: argparse.Namespace, results: dict[str, An
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--stack", default="auto,plain", help="server stacks: auto, plain")
     parser.add_argument("--repetitions", type=int, default=3, help="timed rounds per stack")
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks of the listing user")
@@ -368,8 +320,7 @@ def main() -> None:
     parser.add_argument("--legacy-requests", type=int, default=10, help="per round")
     parser.add_argument("--seconds", type=float, default=30.0, help="time cap of each loop")
     parser.add_argument("--py-spy", type=Path, default=None, help="record profiles here")
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import resource
@@ -185,6 +186,18 @@ def started_healthy(service: ServiceT) -> ServiceT:
         service.kill()
         raise
     return service
+
+
+async def start_together(services: Sequence[Service]) -> None:
+    """Start every service, then wait until each answers /health.
+
+    In threads: a server on this event loop (a counting proxy, a webhook receiver) must
+    keep serving meanwhile.
+    """
+    for service in services:
+        await asyncio.to_thread(service.start)
+    for service in services:
+        await asyncio.to_thread(service.wait_healthy)
 
 
 @contextlib.contextmanager

@@ -44,8 +44,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.history import EventRecord, append_event
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.database import BenchDatabase
 from benchmarks.followers import (
     Follower,
     add_following_arguments,
@@ -53,13 +53,14 @@ from benchmarks.followers import (
     start_following,
     start_streaming_service,
     stop_following,
-    wait_until,
     writer_sessions,
 )
 from benchmarks.load import latency_summary
-from benchmarks.proc import CpuWatch, cpu_seconds, wait_for_quiet_machine
-from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, raise_nofile_limit
+from benchmarks.polling import poll_until
+from benchmarks.proc import CpuWatch, cpu_seconds
+from benchmarks.report import Report, print_machine
+from benchmarks.service import Service, raise_nofile_limit
+from benchmarks.setting import bench_setting
 
 SERVICE_NAME = "bench-sse-fanout"
 GOAL_LATENCY_P99_MS = 20.0  # 5 followers
@@ -155,12 +156,12 @@ async def wait_for(
     followers: Sequence[Follower], expected: int, commits: Commits, within: float
 ) -> int:
     """Wait (bounded) until `expected` events of `commits` arrived; returns how many did."""
-    deadline = time.monotonic() + within
-    while True:
-        received = len(arrivals(followers, commits))
-        if received >= expected or time.monotonic() >= deadline:
-            return received
-        await asyncio.sleep(0.1)
+    return await poll_until(
+        lambda: len(arrivals(followers, commits)),
+        lambda received: received >= expected,
+        within=within,
+        interval=0.1,
+    )
 
 
 async def run_part(
@@ -174,7 +175,9 @@ async def run_part(
     per_task = part.followers // part.tasks
     started = time.perf_counter()
     runners = start_following(followers, service.port, args.connect_concurrency)
-    await wait_until(lambda: all(f.state != "new" for f in followers), args.connect_timeout)
+    await poll_until(
+        lambda: all(f.state != "new" for f in followers), within=args.connect_timeout, interval=0.1
+    )
     connect_seconds = time.perf_counter() - started
     held = sum(1 for follower in followers if follower.state == "held")
 
@@ -215,7 +218,11 @@ async def run_part(
             )
         # End the streams: every task to `completed` (not measured).
         await commit_window(sessions, tasks, "completed", batch=max(part.batch, 50), interval=0.0)
-        await wait_until(lambda: all(f.state != "held" for f in followers), args.drain_timeout)
+        await poll_until(
+            lambda: all(f.state != "held" for f in followers),
+            within=args.drain_timeout,
+            interval=0.1,
+        )
     finally:
         gc.enable()
         gc.unfreeze()
@@ -347,14 +354,14 @@ async def run(args: argparse.Namespace) -> None:
     trees["after" if args.compare is not None else "this"] = args.source
     report = Report("sse_fanout")
     runs: dict[str, list[dict[str, Any]]] = {}
-    async with bench_database(args, "ilps_bench") as database:
-        machine = await machine_info(database, args.source)
-        machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
+    async with (
+        bench_setting(args, "sse_fanout") as setting,
+        writer_sessions(setting.database) as sessions,
+    ):
+        machine = setting.machine
         machine["compared_with"] = str(args.compare) if args.compare else None
-        async with writer_sessions(database) as sessions:
-            with log_directory("sse_fanout", keep=args.keep_logs) as logs:
-                for label, source in trees.items():
-                    runs[label] = await run_tree(args, database, sessions, source, logs)
+        for label, source in trees.items():
+            runs[label] = await run_tree(args, setting.database, sessions, source, setting.logs)
     print_machine(report, machine)
     print_report(report, runs)
     report.figures = {
@@ -370,7 +377,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--compare", type=Path, help="run this tree first, as 'before'")
     parser.add_argument("--parts", default="", help="only these parts: latency,frames,load")
     parser.add_argument("--followers", type=int, default=10000, help="for frames and load")
@@ -381,8 +388,7 @@ def main() -> None:
     parser.add_argument("--load-batch", type=int, default=100, help="tasks per transaction")
     parser.add_argument("--load-seconds", type=float, default=1.0, help="per window")
     add_following_arguments(parser, connect_timeout=240.0, drain_timeout=30.0)
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database
-from benchmarks.proc import RssSampler, memory_kb, wait_for_quiet_machine
-from benchmarks.report import Report, machine_info
-from benchmarks.service import Service, log_directory, raise_nofile_limit, start_api_service
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.proc import RssSampler, memory_kb
+from benchmarks.report import Report
+from benchmarks.service import Service, raise_nofile_limit, start_api_service
+from benchmarks.setting import Setting, bench_setting
 
 MIB = 1024 * 1024
 FIELDS = 24
@@ -104,9 +103,14 @@ async def run_phase(
     }
 
 
-def start_service(args: argparse.Namespace, database: BenchDatabase, logs: Path) -> Service:
+def start_service(args: argparse.Namespace, setting: Setting) -> Service:
     return start_api_service(
-        args, database, logs, "stalled-uploads", raise_nofile=True, UPLOAD_MEMORY_MB=args.budget_mb
+        args,
+        setting.database,
+        setting.logs,
+        "stalled-uploads",
+        raise_nofile=True,
+        UPLOAD_MEMORY_MB=args.budget_mb,
     )
 
 
@@ -114,22 +118,20 @@ async def run(args: argparse.Namespace) -> None:
     raise_nofile_limit()
     report = Report("stalled_uploads")
     phases: list[dict[str, Any]] = []
-    async with bench_database(args, "ilps_bench") as database:
-        machine = await machine_info(database, args.source)
-        machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
-        with log_directory("stalled-uploads", keep=args.keep_logs) as logs:
-            for shape in ("fields", "file"):
-                # A fresh process per shape, so one phase's peak does not hide the other's.
-                service = start_service(args, database, logs)
-                try:
-                    print(f"{args.connections} stalled uploads ({shape}) ...", flush=True)
-                    phases.append(
-                        await run_phase(
-                            service, shape, args.connections, args.send_kib * 1024, args.within
-                        )
+    async with bench_setting(args, "stalled-uploads") as setting:
+        for shape in ("fields", "file"):
+            # A fresh process per shape, so one phase's peak does not hide the other's.
+            service = start_service(args, setting)
+            try:
+                print(f"{args.connections} stalled uploads ({shape}) ...", flush=True)
+                phases.append(
+                    await run_phase(
+                        service, shape, args.connections, args.send_kib * 1024, args.within
                     )
-                finally:
-                    service.stop()
+                )
+            finally:
+                service.stop()
+    machine = setting.machine
     report.table(
         "Stalled uploads: the service's RSS while they hang (bound: at rest + budget)",
         ["body", "connections", "sent KiB each", "answers", "RSS at rest MB", "RSS peak MB",
@@ -145,15 +147,14 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--send-kib", type=int, default=1024, help="body sent before stalling")
     parser.add_argument("--budget-mb", type=float, default=64, help="MANAGER_UPLOAD_MEMORY_MB")
     parser.add_argument(
         "--within", type=float, default=600, help="give up waiting for an answer after this"
     )
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import add_quiet_wait_argument, description
+from benchmarks.cli import add_quiet_wait_argument, benchmark_parser
 from benchmarks.database import add_database_arguments, bench_database
 from benchmarks.proc import CLOCK_TICKS, wait_for_quiet_machine
 from benchmarks.report import Report, machine_info, print_machine
@@ -319,7 +319,7 @@ async def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--source",
         type=Path,

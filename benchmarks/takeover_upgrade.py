@@ -31,8 +31,8 @@ from sqlalchemy import URL
 
 from app.db.migrations import ORIGINAL_REVISION, downgrade_to, upgrade_to_head
 from app.db.url import asyncpg_dsn
-from benchmarks.cli import add_quiet_wait_argument, description
-from benchmarks.database import DEFAULT_SERVER_URL, BenchDatabase, postgres_server
+from benchmarks.cli import add_quiet_wait_argument, benchmark_parser
+from benchmarks.database import BenchDatabase, add_database_arguments, postgres_server
 from benchmarks.proc import wait_for_quiet_machine
 from benchmarks.report import Report, machine_info, print_machine
 from tests.migrations.original import ORIGINAL_SCHEMA_SQL, ORIGINAL_STATUSES
@@ -236,12 +236,12 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     add_quiet_wait_argument(parser)
-    parser.add_argument("--database-url", default=DEFAULT_SERVER_URL)
-    parser.add_argument("--embedded", action="store_true")
+    # Its databases are the template's copies, each dropped once measured: none to keep.
+    add_database_arguments(parser, keep=False)
     asyncio.run(run(parser.parse_args()))
 
 

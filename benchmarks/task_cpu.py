@@ -27,30 +27,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import signal
 import statistics
-import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import add_common_arguments, description
+from benchmarks.cli import benchmark_parser, run_benchmark
 from benchmarks.database import BenchDatabase, bench_database
-from benchmarks.load import Request, closed_loop, multipart_body
+from benchmarks.load import Request, closed_loop, upload_requests
+from benchmarks.polling import poll_until
 from benchmarks.proc import (
     _POSTMASTER,
     CLOCK_TICKS,
     CpuWatch,
     cpu_seconds,
     postgres_cpu_seconds,
+    py_spy_recording,
     wait_for_quiet_machine,
 )
 from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, raise_nofile_limit, service_environment
+from benchmarks.service import (
+    Service,
+    log_directory,
+    raise_nofile_limit,
+    service_environment,
+    start_together,
+)
 from benchmarks.stages import FakeStages, fake_stages
 
 GOAL_SMALL_CPU_MS = 6.0  # service CPU per task, create + pipeline, 100 KB
@@ -73,78 +77,21 @@ class Size:
     tasks: int
 
 
-def upload_requests(size: int, users: int) -> list[Request]:
-    """POST /tasks with a `size`-byte recording (random, so incompressible, like PCM), one
-    caller per request; the fakes need a length divisible by 4."""
-    audio = os.urandom(size // 4 * 4)
-    body, content_type = multipart_body(
-        {"title": "Please call Stella", "text_id": str(uuid.uuid4())}, "recording.pcm", audio
-    )
-    return [
-        Request(
-            "POST", "/tasks", {"Content-Type": content_type, "X-User-Id": str(uuid.uuid4())}, body
-        )
-        for _ in range(users)
-    ]
-
-
-async def truncate(database: BenchDatabase) -> None:
-    connection = await database.connect()
-    try:
-        await connection.execute("TRUNCATE tasks CASCADE")
-    finally:
-        await connection.close()
-
-
 async def wait_until_finished(database: BenchDatabase, tasks: int, within: float) -> int:
     """Poll until `tasks` tasks are completed or failed (or `within` s passed); the count."""
-    connection = await database.connect()
+    connection = await database.connect()  # one for all polls: a connection costs a backend
     try:
-        deadline = time.monotonic() + within
-        finished = 0
-        while time.monotonic() < deadline:
-            finished = int(
-                await connection.fetchval(
-                    "SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')"
-                )
-            )
-            if finished >= tasks:
-                break
-            await asyncio.sleep(0.05)
-        return finished
+        finished = await poll_until(
+            lambda: connection.fetchval(
+                "SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')"
+            ),
+            lambda count: count >= tasks,
+            within=within,
+            interval=0.05,
+        )
     finally:
         await connection.close()
-
-
-async def failed_tasks(database: BenchDatabase) -> int:
-    connection = await database.connect()
-    try:
-        return int(await connection.fetchval("SELECT count(*) FROM tasks WHERE status = 'failed'"))
-    finally:
-        await connection.close()
-
-
-@contextlib.contextmanager
-def py_spy(pid: int, path: Path | None) -> Iterator[None]:
-    """Record the service with py-spy (raw collapsed stacks) while the block runs."""
-    if path is None:
-        yield
-        return
-    recorder = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-         "--nonblocking", "--output", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        yield
-    finally:
-        recorder.send_signal(signal.SIGINT)
-        try:
-            recorder.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            recorder.kill()
-            recorder.wait(timeout=5)
+    return int(finished)
 
 
 @dataclass
@@ -187,10 +134,7 @@ async def running_services(
         source=tree.source,
     )
     try:
-        for service in (create_only, full):
-            await asyncio.to_thread(service.start)
-        for service in (create_only, full):
-            await asyncio.to_thread(service.wait_healthy)
+        await start_together([create_only, full])
         yield Services(tree, databases[0], create_only, databases[1], full)
     finally:
         for service in (create_only, full):
@@ -204,13 +148,13 @@ async def measure_create_only(
     tasks: int,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    await truncate(services.create_database)
+    await services.create_database.truncate_tasks()
     service = services.create_only
     postgres_before = postgres_cpu_with_exited()
-    with py_spy(service.pid, profile):
+    with py_spy_recording(service.pid, profile, rate=250):
         result = await closed_loop(
-            service.port, requests, clients=args.clients, max_requests=tasks,
-            max_seconds=args.timeout, service_pid=service.pid, request_timeout=120,
+            service, requests, clients=args.clients, max_requests=tasks,
+            max_seconds=args.timeout, request_timeout=120,
         )  # fmt: skip
     return {
         "ok": result.ok,
@@ -232,17 +176,17 @@ async def measure_full(
     tasks: int,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    await truncate(services.full_database)
+    await services.full_database.truncate_tasks()
     service = services.full
     watch = CpuWatch([service.pid, fakes.pid])
     service_before = cpu_seconds(service.pid)
     postgres_before = postgres_cpu_with_exited()
     fakes_before = cpu_seconds(fakes.pid)
     started = time.perf_counter()
-    with py_spy(service.pid, profile):
+    with py_spy_recording(service.pid, profile, rate=250):
         uploads = await closed_loop(
-            service.port, requests, clients=args.clients, max_requests=tasks,
-            max_seconds=args.timeout, service_pid=service.pid, request_timeout=120,
+            service, requests, clients=args.clients, max_requests=tasks,
+            max_seconds=args.timeout, request_timeout=120,
         )  # fmt: skip
         finished = await wait_until_finished(services.full_database, uploads.ok, args.timeout)
     elapsed = time.perf_counter() - started
@@ -255,7 +199,11 @@ async def measure_full(
         "uploads_ok": uploads.ok,
         "uploads_failed": uploads.failed,
         "finished": finished,
-        "tasks_failed": await failed_tasks(services.full_database),
+        "tasks_failed": int(
+            await services.full_database.fetchval(
+                "SELECT count(*) FROM tasks WHERE status = 'failed'"
+            )
+        ),
         "seconds": round(elapsed, 3),
         "tasks_per_second": round(finished / elapsed, 1) if elapsed else 0.0,
         "service_cpu_ms": round(service_cpu / done * 1000, 2),
@@ -417,7 +365,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--clients", type=int, default=16, help="concurrent upload clients")
     parser.add_argument("--small-kb", type=int, default=100, help="size of the small uploads")
     parser.add_argument("--small-tasks", type=int, default=200, help="small tasks per repetition")
@@ -441,8 +389,7 @@ def main() -> None:
         help="record the services during the last repetition with py-spy into this folder "
         "(py-spy on PATH; its sampling costs CPU, so such a run's figures are not comparable)",
     )
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

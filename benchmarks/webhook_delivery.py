@@ -27,17 +27,20 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.config import check_webhook_secrets
 from app.webhooks.secrets import receiver_key, secret_text
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database, seed_tasks
-from benchmarks.proc import CpuWatch, cpu_seconds, postgres_cpu_seconds, wait_for_quiet_machine
-from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, service_environment
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.database import BenchDatabase, seed_tasks
+from benchmarks.polling import poll_until
+from benchmarks.proc import CpuWatch, cpu_seconds, postgres_cpu_seconds
+from benchmarks.report import Report, print_machine
+from benchmarks.service import Service, service_environment, started_healthy
+from benchmarks.setting import bench_setting
 from benchmarks.stages import fake_stages
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -92,11 +95,11 @@ class Receiver:
             writer.close()
 
 
-def start_service(environment: dict[str, str], logs: Any, name: str, source: Any) -> Service:
-    service = Service(name, environment, logs, source=source)
-    service.start()
-    service.wait_healthy()
-    return service
+async def start_service(
+    environment: dict[str, str], logs: Path, name: str, source: Path
+) -> Service:
+    """In a thread: the receiver on this event loop must keep serving meanwhile."""
+    return await asyncio.to_thread(started_healthy, Service(name, environment, logs, source=source))
 
 
 # ------------------------------------------------------------------------ part 1
@@ -151,18 +154,15 @@ async def throughput_run(
 
 
 async def wait_until_count(connection: Any, count: int, cap: float) -> int:
-    deadline = time.monotonic() + cap
-    done = 0
-    while time.monotonic() < deadline:
-        done = int(
-            await connection.fetchval(
-                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"
-            )
-        )
-        if done >= count:
-            break
-        await asyncio.sleep(0.05)
-    return done
+    done = await poll_until(
+        lambda: connection.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"
+        ),
+        lambda delivered: delivered >= count,
+        within=cap,
+        interval=0.05,
+    )
+    return int(done)
 
 
 # ------------------------------------------------------------------------ part 2
@@ -192,20 +192,23 @@ async def pipeline_run(
             ids,
             callback_url,
         )
-        deadline = time.monotonic() + cap
-        finished = False
-        while time.monotonic() < deadline:
-            row = await connection.fetchrow(
+
+        def all_done(row: Any) -> bool:
+            return bool(row["ended"] == tasks and (callback_url is None or row["sent"] == tasks))
+
+        last = await poll_until(
+            lambda: connection.fetchrow(
                 """
                 SELECT
                     (SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')) AS ended,
                     (SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered') AS sent
                 """
-            )
-            if row["ended"] == tasks and (callback_url is None or row["sent"] == tasks):
-                finished = True
-                break
-            await asyncio.sleep(0.05)
+            ),
+            all_done,
+            within=cap,
+            interval=0.05,
+        )
+        finished = all_done(last)
         wall = time.perf_counter() - started
         cpu = cpu_seconds(service.pid) - cpu_before
         postgres = postgres_cpu_seconds() - postgres_before
@@ -230,7 +233,7 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
 async def measure_pipeline(
     args: argparse.Namespace,
     database: BenchDatabase,
-    logs: Any,
+    logs: Path,
     receiver: Receiver,
     webhook: dict[str, str | int | float],
 ) -> list[dict[str, Any]]:
@@ -240,9 +243,7 @@ async def measure_pipeline(
         environment = service_environment(
             database, fakes.ports, WORKER_CONCURRENCY=8, MAX_ACTIVE_TASKS_PER_USER=1000, **webhook
         )
-        service = await asyncio.to_thread(
-            start_service, environment, logs, "bench-webhooks-pipeline", args.source
-        )
+        service = await start_service(environment, logs, "bench-webhooks-pipeline", args.source)
         try:
             for number in range(args.repeat):
                 for url in (None, receiver.url):
@@ -271,34 +272,29 @@ async def run(args: argparse.Namespace) -> None:
         "WEBHOOK_CONCURRENCY_PER_HOST": args.concurrency,
     }
     try:
-        async with bench_database(args, "ilps_bench") as database:
-            machine = await machine_info(database, args.source)
-            machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
-            with log_directory("webhooks", keep=args.keep_logs) as logs:
-                environment = service_environment(
-                    database, NO_STAGES, WORKER_CONCURRENCY=0, **webhook
-                )
-                service = await asyncio.to_thread(
-                    start_service, environment, logs, "bench-webhooks", args.source
-                )
-                throughput: list[dict[str, Any]] = []
-                try:
-                    for number in range(args.repeat):
-                        print(f"delivering {args.deliveries} ({number + 1}) ...", flush=True)
-                        throughput.append(
-                            await throughput_run(
-                                database, service, receiver, args.deliveries, args.timeout
-                            )
+        async with bench_setting(args, "webhooks") as setting:
+            database, logs = setting.database, setting.logs
+            environment = service_environment(database, NO_STAGES, WORKER_CONCURRENCY=0, **webhook)
+            service = await start_service(environment, logs, "bench-webhooks", args.source)
+            throughput: list[dict[str, Any]] = []
+            try:
+                for number in range(args.repeat):
+                    print(f"delivering {args.deliveries} ({number + 1}) ...", flush=True)
+                    throughput.append(
+                        await throughput_run(
+                            database, service, receiver, args.deliveries, args.timeout
                         )
-                finally:
-                    service.stop()
-                pipeline = (
-                    await measure_pipeline(args, database, logs, receiver, webhook)
-                    if args.tasks
-                    else []
-                )
+                    )
+            finally:
+                service.stop()
+            pipeline = (
+                await measure_pipeline(args, database, logs, receiver, webhook)
+                if args.tasks
+                else []
+            )
     finally:
         await receiver.stop()
+    machine = setting.machine
 
     print_machine(report, machine)
     report.table(
@@ -367,14 +363,13 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--deliveries", type=int, default=1000, help="deliveries per run (part 1)")
     parser.add_argument("--tasks", type=int, default=300, help="tasks per run (part 2)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measure (median)")
     parser.add_argument("--concurrency", type=int, default=8, help="MANAGER_WEBHOOK_CONCURRENCY")
     parser.add_argument("--timeout", type=float, default=60.0, help="cap per run")
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

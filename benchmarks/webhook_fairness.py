@@ -22,15 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 import uuid
 from typing import Any
 
-from benchmarks.cli import add_common_arguments, description
-from benchmarks.database import BenchDatabase, bench_database, seed_tasks
-from benchmarks.proc import wait_for_quiet_machine
-from benchmarks.report import Report, machine_info, print_machine
-from benchmarks.service import Service, log_directory, service_environment
+from benchmarks.cli import benchmark_parser, run_benchmark
+from benchmarks.database import BenchDatabase, seed_tasks
+from benchmarks.polling import poll_until
+from benchmarks.report import Report, print_machine
+from benchmarks.service import Service, service_environment
+from benchmarks.setting import bench_setting
 from benchmarks.webhook_delivery import NO_STAGES, SECRET, Receiver, start_service
 
 TIMEOUT_SECONDS = 10.0
@@ -108,15 +108,16 @@ async def fairness_run(
             owners = [uuid.uuid4() for _ in range(per_batch)]
             healthy_ids += await end_tasks(connection, owners, healthy.url)
             await asyncio.sleep(args.seconds / batches)  # the healthy traffic's pace
-        deadline = time.monotonic() + 2 * TIMEOUT_SECONDS + 5
-        query = (
-            "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered' "
-            "AND task_id = ANY($1)"
+        await poll_until(
+            lambda: connection.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered' "
+                "AND task_id = ANY($1)",
+                healthy_ids,
+            ),
+            lambda delivered: delivered >= len(healthy_ids),
+            within=2 * TIMEOUT_SECONDS + 5,
+            interval=0.2,
         )
-        while time.monotonic() < deadline:
-            if await connection.fetchval(query, healthy_ids) >= len(healthy_ids):
-                break
-            await asyncio.sleep(0.2)
         rows = await connection.fetch(
             """
             SELECT extract(epoch FROM a.started_at + make_interval(secs => a.duration_seconds)
@@ -151,35 +152,33 @@ async def run(args: argparse.Namespace) -> None:
     await silent.start()
     results: dict[str, dict[str, Any]] = {}
     try:
-        async with bench_database(args, "ilps_bench") as database:
-            machine = await machine_info(database, args.source)
-            machine["busy_before_start"] = wait_for_quiet_machine(args.quiet_wait)
-            with log_directory("webhook-fairness", keep=args.keep_logs) as logs:
-                for mode in args.modes:
-                    environment = service_environment(
-                        database,
-                        NO_STAGES,
-                        WORKER_CONCURRENCY=0,
-                        WEBHOOK_SECRET=SECRET,
-                        WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
-                        WEBHOOK_CONCURRENCY=8,
-                        WEBHOOK_TIMEOUT_SECONDS=TIMEOUT_SECONDS,
-                        WEBHOOK_MAX_PENDING_PER_USER=0,
-                        **MODES[mode],
+        async with bench_setting(args, "webhook-fairness") as setting:
+            for mode in args.modes:
+                environment = service_environment(
+                    setting.database,
+                    NO_STAGES,
+                    WORKER_CONCURRENCY=0,
+                    WEBHOOK_SECRET=SECRET,
+                    WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+                    WEBHOOK_CONCURRENCY=8,
+                    WEBHOOK_TIMEOUT_SECONDS=TIMEOUT_SECONDS,
+                    WEBHOOK_MAX_PENDING_PER_USER=0,
+                    **MODES[mode],
+                )
+                service = await start_service(
+                    environment, setting.logs, f"bench-fairness-{mode}", args.source
+                )
+                try:
+                    print(f"{mode}: {args.flood} silent + {args.healthy} healthy ...", flush=True)
+                    results[mode] = await fairness_run(
+                        args, setting.database, service, healthy, silent
                     )
-                    service = await asyncio.to_thread(
-                        start_service, environment, logs, f"bench-fairness-{mode}", args.source
-                    )
-                    try:
-                        print(
-                            f"{mode}: {args.flood} silent + {args.healthy} healthy ...", flush=True
-                        )
-                        results[mode] = await fairness_run(args, database, service, healthy, silent)
-                    finally:
-                        service.stop()
+                finally:
+                    service.stop()
     finally:
         await healthy.stop()
         await silent.stop()
+    machine = setting.machine
 
     print_machine(report, machine)
     report.table(
@@ -197,13 +196,12 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--flood", type=int, default=500, help="deliveries to the silent host")
     parser.add_argument("--healthy", type=int, default=60, help="deliveries to the healthy host")
     parser.add_argument("--seconds", type=float, default=30.0, help="healthy traffic's span")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    add_common_arguments(parser)
-    asyncio.run(run(parser.parse_args()))
+    run_benchmark(parser, run)
 
 
 if __name__ == "__main__":

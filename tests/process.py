@@ -25,8 +25,8 @@ class ServiceProcess:
         self, environment: dict[str, str], log_path: Path, *, ready_within: float = 90.0
     ) -> None:
         self.port = unused_port()
-        # A deadline, not a wait: start-up takes a few seconds alone, but imports and the
-        # lifespan took over 30 s when the two cores were shared with other test sessions.
+        # A deadline, not a wait: generous, as imports and the lifespan slow down many times
+        # over when the two cores are shared with other test sessions.
         self.ready_within = ready_within
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("MANAGER_")}
         self.environment = {**inherited, **environment, "MANAGER_PORT": str(self.port)}

@@ -39,7 +39,7 @@ BAD_UPLOADS: dict[str, dict[str, Any]] = {
     "missing title": {"data": without(GOOD_FORM, "title"), "field": "title"},
     "empty title": {"data": {**GOOD_FORM, "title": ""}, "field": "title"},
     "blank title": {"data": {**GOOD_FORM, "title": "   "}, "field": "title", "message": "blank"},
-    # Found by the fuzzer: PostgreSQL refuses NUL in text, which was a 500.
+    # PostgreSQL refuses NUL in text: the form must turn it away before the database does.
     "title with a NUL": {"data": {**GOOD_FORM, "title": "a\x00b"}, "field": "title"},
     "title over 50 characters": {"data": {**GOOD_FORM, "title": "я" * 51}, "field": "title"},
     "malformed text_id": {"data": {**GOOD_FORM, "text_id": "nope"}, "field": "text_id"},

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,22 +31,22 @@ pytestmark = pytest.mark.slow
 NEW_TASKS = 6
 
 
-async def _claim_latencies(dsn: str, count: int) -> list[float]:
-    """Claims (rolled back, so each faces the same queue) from a connection of our own."""
+async def _claims_found(dsn: str, count: int) -> list[bool]:
+    """Whether each claim (rolled back, so each faces the same queue) found a task."""
     lock = await asyncpg.connect(dsn)
     connection = await asyncpg.connect(dsn)
     try:
-        await lock.execute("SELECT pg_advisory_lock(hashtextextended('measuring', 0))")
-        latencies = []
+        # The lock a live worker holds on its owner name, so these claims are a live worker's.
+        await lock.execute("SELECT pg_advisory_lock(hashtextextended('claimer', 0))")
+        found = []
         for _ in range(count):
-            started = time.perf_counter()
             await queries("queue").begin_claim.execute(connection)
-            await queries("queue").claim_next_task.fetchrow(
-                connection, owner="measuring", lease=30, per_user=100, max_claims=20
+            row = await queries("queue").claim_next_task.fetchrow(
+                connection, owner="claimer", lease=30, per_user=100, max_claims=20
             )
             await connection.execute("ROLLBACK")
-            latencies.append(time.perf_counter() - started)
-        return latencies
+            found.append(row is not None)
+        return found
     finally:
         await connection.close()
         await lock.close()
@@ -89,8 +87,9 @@ async def test_a_replica_frozen_inside_a_claim_holds_up_no_other(
         assert frozen.stdout is not None
         assert frozen.stdout.readline().strip() == b"claimed"
         frozen.send_signal(signal.SIGSTOP)
-        await add_tasks(engine, uuid.uuid4(), 20)  # a backlog for the measured claims
-        latencies = await _claim_latencies(dsn, 200)
+        await add_tasks(engine, uuid.uuid4(), 20)  # a backlog for the claims below
+        # Each claim passes over the frozen one's task and takes one of the backlog.
+        assert await _claims_found(dsn, 20) == [True] * 20
         environment = {
             **postgres.environment(database_url),
             **fakes.environment(),
@@ -130,7 +129,3 @@ async def test_a_replica_frozen_inside_a_claim_holds_up_no_other(
     # Its database is dropped next: its open transaction must have ended by then.
     await eventually(sessions_gone, within=30, message="the frozen replica's sessions to end")
     assert [row["status"] for row in rows] == ["completed"] * NEW_TASKS
-    median = statistics.median(latencies) * 1000
-    p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1] * 1000
-    print(f"\nclaim latency while a replica is frozen in a claim: p50 {median:.2f} ms, "
-          f"p99 {p99:.2f} ms")  # fmt: skip

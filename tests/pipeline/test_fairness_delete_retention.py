@@ -231,15 +231,25 @@ async def test_retention_zero_deletes_the_audio_as_the_task_ends(
         legacy = await client.post(f"/{completed_id}", json={"user_id": str(user_id)})
         assert legacy.status_code == 200
         assert legacy.json()["status"] == "completed"
+        everything = {completed_id, failed_id, running_id}
         listed = await client.get("/tasks", headers=headers)
-        assert {task["id"] for task in listed.json()["items"]} >= {completed_id, failed_id}
+        assert {task["id"] for task in listed.json()["items"]} == everything
         legacy_list = await client.post("/", json={"user_id": str(user_id)})
-        assert {task["id"] for task in legacy_list.json()} >= {completed_id, failed_id}
+        assert {task["id"] for task in legacy_list.json()} == everything
     async with engine.connect() as connection:
-        history = await connection.scalar(
-            text("SELECT count(*) FROM task_events WHERE task_id = :id"), {"id": completed_id}
+        history = await connection.execute(
+            text("SELECT kind, status FROM task_events WHERE task_id = :id ORDER BY seq"),
+            {"id": completed_id},
         )
-    assert history > 1  # the history stays
+    # The whole history stays.
+    assert [tuple(row) for row in history] == [
+        ("status", "created"),
+        ("status", "started"),
+        ("status", "preprocessing"),
+        ("status", "transcribing"),
+        ("status", "evaluating"),
+        ("status", "completed"),
+    ]
 
 
 async def audio_count(engine: AsyncEngine, task_id: str) -> int:

@@ -147,7 +147,7 @@ async def test_200_tasks_survive_restarts_a_faulty_transcriber_and_a_killed_list
         restarts += 1
         for _ in range(2):
             await eventually(
-                lambda: asyncio.sleep(0, result=app.state.runtime.listener.connected.is_set()),
+                lambda: app.state.runtime.listener.connected.is_set(),
                 within=30,
                 message="the listener to reconnect",
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -70,5 +71,8 @@ async def test_the_resource_detail_reports_each_stage(
     assert stages["preprocessing"]["attempts"] == 1
     assert stages["transcribing"]["attempts"] == 2
     for stage in stages.values():
-        assert stage["duration_seconds"] is not None
-        assert stage["duration_seconds"] >= 0
+        started = datetime.fromisoformat(stage["started_at"])
+        finished = datetime.fromisoformat(stage["finished_at"])
+        # Each stage ends in a later transaction than the one it began in.
+        assert finished > started
+        assert stage["duration_seconds"] == (finished - started).total_seconds()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
@@ -19,8 +18,9 @@ pytestmark = pytest.mark.slow
 __all__ = ["service_process"]  # the fixture, shared with the other process tests
 
 GRACE = 3
-# What docs/architecture.md promises beyond MANAGER_SHUTDOWN_GRACE_SECONDS for the whole exit.
-MARGIN = 5
+# The first transcription hangs this long: far past the grace period, so an exit before it
+# answers shows the process gave up at the grace period's end rather than waiting.
+HANG = 30
 # A signal reaches the workers within milliseconds; this only absorbs a loaded machine.
 SIGNAL_LATENCY = 0.5
 
@@ -40,7 +40,7 @@ def stalled_upload(port: int) -> socket.socket:
 async def test_sigterm_stops_claiming_at_once_and_exits_within_the_grace_period(
     service_process: ProcessFactory, fakes: FakeServices, engine: AsyncEngine
 ) -> None:
-    fakes.transcribing.hang_seconds = 30
+    fakes.transcribing.hang_seconds = HANG
     # The first transcription hangs past the grace period; every later one fails and is
     # retried a little later, so a worker that still claims after the signal calls again.
     fakes.transcribing.script.extend(["hang", *[503] * 500])
@@ -56,23 +56,23 @@ async def test_sigterm_stops_claiming_at_once_and_exits_within_the_grace_period(
     with service_process("draining", **environment) as service:
         await upload(service.base_url, hanging)
         await eventually(
-            lambda: asyncio.sleep(0, result=bool(fakes.transcribing.calls_for(hanging))),
+            lambda: bool(fakes.transcribing.calls_for(hanging)),
             message="the hanging transcription to start",
         )
         await upload(service.base_url, flaky)
         await eventually(
-            lambda: asyncio.sleep(0, result=len(fakes.transcribing.calls_for(flaky)) >= 2),
+            lambda: len(fakes.transcribing.calls_for(flaky)) >= 2,
             message="the flaky task to be retried",
         )
         request = stalled_upload(service.port)
         try:
             signalled = time.monotonic()
-            took = service.terminate(within=60)
+            service.terminate(within=HANG / 2)
         finally:
             request.close()
 
-    print(f"shutdown took {took:.1f}s (grace {GRACE}s)")
-    assert took <= GRACE + MARGIN, f"shutdown took {took:.1f}s"
+    [hung] = fakes.transcribing.calls_for(hanging)
+    assert hung.outcome == "", "the process waited for the hanging transcription"
     late = [
         call.started - signalled
         for call in fakes.transcribing.calls

@@ -16,6 +16,7 @@ import pytest
 from app.sandbox import STAGES, Stage
 from app.sandbox.catalogue import QUICK_BROWN_FOX
 from app.sandbox.embedded import serve_sandbox
+from tests.waiting import eventually
 
 from .test_transcribing import silence_wav
 
@@ -24,22 +25,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def wait_until_healthy(client: httpx.AsyncClient, seconds: float = 30.0) -> dict[str, object]:
     """Poll ``GET /health`` until it answers 200 (and a model, if any, is loaded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
+
+    async def healthy_body() -> dict[str, object] | None:
         try:
             response = await client.get("/health")
-            body: dict[str, object] = response.json()
-            if response.status_code == 200 and body.get("models", {}) in (
-                {},
-                {"english": "loaded"},
-            ):
-                return body
         except httpx.TransportError:
-            pass  # not listening yet
-        if loop.time() > deadline:
-            raise TimeoutError("the service did not become healthy")
-        await asyncio.sleep(0.1)
+            return None  # not listening yet
+        body: dict[str, object] = response.json()
+        if response.status_code == 200 and body.get("models", {}) in ({}, {"english": "loaded"}):
+            return body
+        return None
+
+    return await eventually(
+        healthy_body, within=seconds, interval=0.1, message="the service to become healthy"
+    )
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -6,16 +6,21 @@ import asyncio
 import io
 import os
 import signal
+import threading
 import wave
+from typing import IO
 
 import httpx
 import pytest
 
 from app.sandbox import create_sandbox_app
+from app.sandbox import recogniser as recogniser_module
 from app.sandbox.audio import pcm_to_wav
 from app.sandbox.phonemes import ARPABET_TO_IPA
 from app.sandbox.recogniser import PhonemeRecogniser
 from app.sandbox.transcribing import language_models, wait_for_models
+from app.sandbox.worker import write_frame
+from tests.waiting import eventually
 
 from .conftest import serving
 
@@ -171,9 +176,21 @@ async def test_503_when_the_model_failed_to_load(monkeypatch: pytest.MonkeyPatch
 
 
 async def test_requests_are_decoded_off_the_event_loop(
-    transcribing: httpx.AsyncClient, stella_pcm: bytes
+    transcribing: httpx.AsyncClient, stella_pcm: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wav = pcm_to_wav(stella_pcm)
+    handed_over = threading.Event()
+    release = threading.Event()
+
+    def send_and_hold(stream: IO[bytes], payload: bytes) -> None:
+        write_frame(stream, payload)
+        handed_over.set()
+        # Holds the request at the decoder until the loop has shown it keeps running;
+        # were this wait on the loop, the loop could not tick and the request would fail.
+        if not release.wait(timeout=60):
+            raise RuntimeError("the event loop stalled while a request was at the decoder")
+
+    monkeypatch.setattr(recogniser_module, "write_frame", send_and_hold)
     ticks = 0
 
     async def ticker() -> None:
@@ -183,21 +200,25 @@ async def test_requests_are_decoded_off_the_event_loop(
             ticks += 1
 
     clock = asyncio.create_task(ticker())
+    requests = asyncio.gather(*(post(transcribing, wav) for _ in range(2)))
     try:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        responses = await asyncio.gather(*(post(transcribing, wav) for _ in range(2)))
-        elapsed = loop.time() - started
+        await eventually(handed_over.is_set, message="a request to reach the decoder")
+        ticks_at_hand_over = ticks
+        await eventually(lambda: ticks >= ticks_at_hand_over + 5, message="the loop to tick")
+        assert not requests.done()
+        release.set()
+        responses = await requests
     finally:
+        release.set()
         clock.cancel()
     assert [r.status_code for r in responses] == [200, 200]
     # Identical input, identical decoder settings: identical answers.
     assert responses[0].json() == responses[1].json()
-    # The loop kept ticking while the decoder worked (a blocked loop would not).
-    assert ticks >= elapsed / 0.01 / 4
 
 
-async def test_a_dead_decoding_process_is_replaced(stella_pcm: bytes) -> None:
+async def test_a_dead_decoding_process_is_replaced(
+    stella_pcm: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_sandbox_app("transcribing")
     async with serving(app) as client:
         await wait_for_models(app)
@@ -206,14 +227,18 @@ async def test_a_dead_decoding_process_is_replaced(stella_pcm: bytes) -> None:
         # request does not notice.
         (pid,) = recogniser.pids
         os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: pid not in recogniser.pids, message="the worker's death")
         assert (await post(client, silence_wav())).status_code == 200
         # A death in the middle of a request fails that request only.
         (pid,) = recogniser.pids
-        request = asyncio.create_task(post(client, pcm_to_wav(stella_pcm)))
-        await asyncio.sleep(0.3)  # the reading takes about a second to decode
-        os.kill(pid, signal.SIGKILL)
-        response = await request
+
+        def send_then_die(stream: IO[bytes], payload: bytes) -> None:
+            write_frame(stream, payload)
+            os.kill(pid, signal.SIGKILL)  # the worker has the reading and owes an answer
+
+        monkeypatch.setattr(recogniser_module, "write_frame", send_then_die)
+        response = await post(client, pcm_to_wav(stella_pcm))
+        monkeypatch.undo()
         assert response.status_code == 500
         assert response.json()["detail"].startswith(
             "Transcription failed: The decoding process died"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
@@ -54,7 +53,7 @@ async def test_a_user_over_the_per_user_cap_gets_429_and_others_still_follow(
 
     # Closed streams give their slots back to the user.
     await eventually(
-        lambda: asyncio.sleep(0, result=live.follower_count == 0),
+        lambda: live.follower_count == 0,
         within=10,
         message="the followers to be released",
     )

@@ -82,13 +82,13 @@ async def test_a_client_that_stops_reading_is_closed_and_its_slot_released(
             f"Host: {host}\r\n\r\n".encode()
         )
         await eventually(
-            lambda: asyncio.sleep(0, result=live.follower_count == 1),
+            lambda: live.follower_count == 1,
             message="the stream to open",
         )
         # The client reads nothing. Once its buffers are full, sends stall; after the send
         # timeout the server gives up on it.
         await eventually(
-            lambda: asyncio.sleep(0, result=live.follower_count == 0),
+            lambda: live.follower_count == 0,
             within=60,
             interval=0.2,
             message="the stalled stream's follower to be released",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,10 @@ from tests.postgres import SessionPostgres
 from tests.process import ServiceProcess
 
 # uvicorn would hold an open stream this long after SIGTERM if nothing ended it.
-GRACE_SECONDS = 20
+GRACE_SECONDS = 600
+# How long the test waits for the stream and the process to end: generous for a loaded
+# machine, and still far short of the drain period above.
+DEADLINE_SECONDS = 60
 
 
 async def test_sigterm_ends_open_streams_at_once(
@@ -43,15 +45,12 @@ async def test_sigterm_ends_open_streams_at_once(
             params={"user_id": str(user_id)},
         ) as (_, events):  # fmt: skip
             first = await collect(events, limit=1)
-            signalled = time.monotonic()
             stopping = asyncio.create_task(
-                asyncio.to_thread(service.terminate, within=GRACE_SECONDS + 10)
+                asyncio.to_thread(service.terminate, within=DEADLINE_SECONDS)
             )
-            rest = await collect(events)  # returns when the server ends the stream
-            stream_ended = time.monotonic() - signalled
-        took = await stopping
+            # Returns when the server ends the stream.
+            rest = await asyncio.wait_for(collect(events), timeout=DEADLINE_SECONDS)
+        await stopping
 
     assert statuses(first) == ["created"]
     assert rest == []
-    assert stream_ended < 5, f"the stream ended {stream_ended:.1f}s after SIGTERM"
-    assert took < GRACE_SECONDS / 2, f"shutdown took {took:.1f}s"

@@ -141,8 +141,9 @@ async def test_sigterm_hands_an_attempt_back_for_the_next_process(
         [task_id] = await create_tasks(first.base_url, receiver.url, 1)
         await finish(engine, [task_id])
         await eventually(receiver.in_flight, message="the attempt to reach the receiver")
-        took = first.terminate(within=15)
-    assert took < 1 + 5  # the grace period (1 s) and a margin
+        # Far short of the 60 s timeout: only an attempt ended with the grace period
+        # lets the process exit in time.
+        first.terminate(within=15)
     [row] = await deliveries(engine)
     assert row["lease_owner"] is None
     assert row["state"] == "pending"
