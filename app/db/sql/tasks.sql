@@ -96,70 +96,25 @@ LIMIT :limit;
 
 -- name: failure_groups
 -- Every failure in the last :window seconds, grouped by stage, reason and kind, most
--- frequent first. The filters are optional (NULL: any); `failed_task_ids` reads the
--- failures the same way.
-WITH failure AS (
-    SELECT e.task_id, e.seq, e.created_at AS failed_at, t.user_id,
-           -- An action's detail is its JSON; a pipeline failure's is the comment it wrote.
-           CASE WHEN left(e.detail, 1) = '{' THEN (e.detail::jsonb) ->> 'comment'
-                ELSE e.detail END AS comment,
-           CASE WHEN left(e.detail, 1) = '{'
-                THEN coalesce((e.detail::jsonb) ->> 'kind', (e.detail::jsonb) ->> 'action')
-           END AS kind,
-           (SELECT p.status FROM task_events p
-            WHERE p.task_id = e.task_id AND p.kind = 'status' AND p.seq < e.seq
-            ORDER BY p.seq DESC LIMIT 1) AS prior
-    FROM task_events e JOIN tasks t ON t.id = e.task_id
-    WHERE e.kind = 'status' AND e.status = 'failed'
-      AND e.created_at >= now() - make_interval(secs => CAST(:window AS float8))
-      AND (CAST(:user_id AS uuid) IS NULL OR t.user_id = CAST(:user_id AS uuid))
-),
-labelled AS (
-    -- The stage: the service of the status the task failed in (:stage_by_status), that
-    -- status itself otherwise, 'claim' when none. The reason leaves out the attempt
-    -- count, so one outage makes one group.
-    SELECT failure.*,
-           coalesce(CAST(:stage_by_status AS jsonb) ->> prior, prior, 'claim') AS stage,
-           regexp_replace(coalesce(comment, ''), ' \(after \d+ attempts\)$', '') AS reason
-    FROM failure
-)
-SELECT stage, reason, coalesce(nullif(kind, ''), 'unknown') AS kind,
+-- frequent first. The filters are optional (NULL: any).
+SELECT stage, reason, kind,
        count(*) AS failures, count(DISTINCT task_id) AS tasks,
        min(failed_at) AS first_seen, max(failed_at) AS last_seen
-FROM labelled
+FROM task_failures(CAST(:window AS float8), CAST(:user_id AS uuid),
+                   CAST(:stage_by_status AS jsonb))
 WHERE (CAST(:stage AS text) IS NULL OR stage = CAST(:stage AS text))
   AND (CAST(:reason AS text) IS NULL OR reason = CAST(:reason AS text))
-GROUP BY stage, reason, 3
+GROUP BY stage, reason, kind
 ORDER BY count(*) DESC, max(failed_at) DESC;
 
 -- name: failed_task_ids
--- Up to :limit tasks failed now whose latest failure is in the last :window seconds and
--- matches the filters (as in `failure_groups`), oldest failure first.
-WITH failure AS (
-    SELECT e.task_id, e.created_at AS failed_at,
-           CASE WHEN left(e.detail, 1) = '{' THEN (e.detail::jsonb) ->> 'comment'
-                ELSE e.detail END AS comment,
-           (SELECT p.status FROM task_events p
-            WHERE p.task_id = e.task_id AND p.kind = 'status' AND p.seq < e.seq
-            ORDER BY p.seq DESC LIMIT 1) AS prior
-    FROM task_events e JOIN tasks t ON t.id = e.task_id
-    WHERE e.kind = 'status' AND e.status = 'failed'
-      AND e.created_at >= now() - make_interval(secs => CAST(:window AS float8))
-      AND (CAST(:user_id AS uuid) IS NULL OR t.user_id = CAST(:user_id AS uuid))
-      -- Failed now: no transition after this failure.
-      AND t.status = 'failed'
-      AND NOT EXISTS (SELECT 1 FROM task_events n
-                      WHERE n.task_id = e.task_id AND n.kind = 'status' AND n.seq > e.seq)
-),
-labelled AS (
-    SELECT failure.*,
-           coalesce(CAST(:stage_by_status AS jsonb) ->> prior, prior, 'claim') AS stage,
-           regexp_replace(coalesce(comment, ''), ' \(after \d+ attempts\)$', '') AS reason
-    FROM failure
-)
+-- Up to :limit tasks failed now (their failure is their latest transition) whose failure
+-- is in the last :window seconds and matches the filters, oldest failure first.
 SELECT task_id
-FROM labelled
-WHERE (CAST(:stage AS text) IS NULL OR stage = CAST(:stage AS text))
+FROM task_failures(CAST(:window AS float8), CAST(:user_id AS uuid),
+                   CAST(:stage_by_status AS jsonb))
+WHERE task_status = 'failed' AND latest
+  AND (CAST(:stage AS text) IS NULL OR stage = CAST(:stage AS text))
   AND (CAST(:reason AS text) IS NULL OR reason = CAST(:reason AS text))
 ORDER BY failed_at
 LIMIT :limit;
