@@ -5,10 +5,9 @@ after an error, the LISTEN connection, the event hub's reader and the liveness l
 tenacity runs those loops (attempt counting, when to stop, which errors to retry, the
 sleep, the log line before it); `Backoff` is the wait between attempts. Calls on a hot
 path go through `LazyRetrying`, which makes the first attempt itself and hands a failure
-to the same tenacity loop. The retry of a
-failed *stage* does not sleep in a loop: the task is released with a not-before time
-computed by `Backoff.delay`, the same formula as a pure function, so any worker (of any
-process) takes it up when it falls due.
+to the same tenacity loop. The retry of a failed *stage* does not sleep in a loop: the
+task is released with a not-before time computed by `Backoff.delay`, the same formula as
+a pure function, so any worker (of any process) takes it up when it falls due.
 
 Half of each step is fixed and half random ("equal jitter"): many tasks or processes
 that failed together do not retry in lockstep, and no wait is shorter than half the
@@ -22,7 +21,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import tenacity
 from tenacity import AsyncRetrying, RetryCallState
@@ -94,6 +93,16 @@ def retrying(
     )
 
 
+class RetryOptions(TypedDict, total=False):
+    """`retrying`'s optional settings, for `LazyRetrying` to pass on."""
+
+    retry_if: Callable[[BaseException], bool]
+    stop: tenacity.stop.stop_base | Callable[[RetryCallState], bool]
+    sleep: Callable[[float], Awaitable[object]] | None
+    traceback: bool
+    describe: Callable[[BaseException], str] | None
+
+
 class LazyRetrying:
     """`retrying` for a call on a hot path: the first attempt is made directly.
 
@@ -110,23 +119,9 @@ class LazyRetrying:
         *,
         log: logging.Logger,
         message: str,
-        retry_if: Callable[[BaseException], bool] = lambda _: True,
-        stop: tenacity.stop.stop_base | Callable[[RetryCallState], bool] = tenacity.stop_never,
-        sleep: Callable[[float], Awaitable[object]] | None = None,
-        traceback: bool = False,
-        describe: Callable[[BaseException], str] | None = None,
+        **options: Unpack[RetryOptions],
     ) -> None:
-        self._loop = functools.partial(
-            retrying,
-            backoff,
-            log=log,
-            message=message,
-            retry_if=retry_if,
-            stop=stop,
-            sleep=sleep,
-            traceback=traceback,
-            describe=describe,
-        )
+        self._loop = functools.partial(retrying, backoff, log=log, message=message, **options)
 
     async def __call__(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
