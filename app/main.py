@@ -202,7 +202,10 @@ def create_app(
             stack.push_async_callback(deliveries.stop)
             stack.push_async_callback(workers.stop)
 
+            stopping = asyncio.Event()
+
             def begin_stop() -> None:
+                stopping.set()
                 workers.begin_stop()
                 deliveries.begin_stop()
                 hub.end_all_streams()
@@ -221,6 +224,7 @@ def create_app(
                 upload_memory=UploadMemory(int(settings.upload_memory_mb * 1024 * 1024)),
                 webhook_policy=webhook_policy,
                 deliveries=deliveries,
+                stopping=stopping,
             )
             # Everything built so far lives as long as the process: keep it out of the
             # collector's full passes, which otherwise pause requests for milliseconds.

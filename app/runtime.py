@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.db.engine import Database
@@ -28,3 +29,5 @@ class Runtime:
     upload_memory: UploadMemory
     webhook_policy: CallbackPolicy
     deliveries: DeliveryWorker
+    # Set at the stop signal, before the server drains: long-lived responses end on it.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -89,7 +90,11 @@ async def _overview_frames(runtime: Runtime, request: Request) -> AsyncIterator[
         frame = data.as_json()
         frame["chart"] = views.chart(data.completed_per_minute, data.failed_per_minute)
         yield {"event": "overview", "data": json.dumps(frame)}
-        await asyncio.sleep(OVERVIEW_EVERY_SECONDS)  # the refresh period, not a wait on state
+        # The refresh period, cut short by the stop signal: the stream ends with the process.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), OVERVIEW_EVERY_SECONDS)
+        if runtime.stopping.is_set():
+            return
 
 
 @router.get("/events")

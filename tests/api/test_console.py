@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -430,3 +431,16 @@ async def test_a_non_operator_s_body_is_not_read(
     )
     assert reads == 0
     assert status in (401, 403)
+
+
+async def test_the_overview_stream_ends_at_the_stop_signal(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The process's own stop event ends it, not a library's process-wide flag."""
+    app.state.runtime.stopping.set()
+    # In-process responses are read whole: this returns only once the stream has ended
+    # (the guard is far below the stream's own one-hour lifetime).
+    async with asyncio.timeout(60):
+        response = await client.get("/console/events", headers=OPERATOR)
+    assert response.status_code == 200
+    assert response.text.count("event: overview") == 1
