@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.datastructures import UploadFile
 
 from app.db.faults import describe, is_database_unavailable
 from app.tasks.errors import TaskError
@@ -69,9 +70,13 @@ class EchoSafeJSONResponse(JSONResponse):
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     """FastAPI's own 422 shape, rendered so that no echoed input can turn it into a 500."""
     assert isinstance(error, RequestValidationError)
-    return EchoSafeJSONResponse(
-        status_code=422, content={"detail": jsonable_encoder(error.errors())}
-    )
+    # A file part sent where a plain field belongs is echoed by its name, not its contents.
+    detail = jsonable_encoder(error.errors(), custom_encoder={UploadFile: _file_name})
+    return EchoSafeJSONResponse(status_code=422, content={"detail": detail})
+
+
+def _file_name(upload: UploadFile) -> str | None:
+    return upload.filename
 
 
 def install_error_handlers(app: FastAPI) -> None:

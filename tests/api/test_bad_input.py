@@ -44,6 +44,12 @@ BAD_UPLOADS: dict[str, dict[str, Any]] = {
     "title over 50 characters": {"data": {**GOOD_FORM, "title": "я" * 51}, "field": "title"},
     "malformed text_id": {"data": {**GOOD_FORM, "text_id": "nope"}, "field": "text_id"},
     "missing text_id": {"data": without(GOOD_FORM, "text_id"), "field": "text_id"},
+    # The validation error then echoes an uploaded file, which must not break its encoding.
+    "text_id sent as a file": {
+        "data": without(GOOD_FORM, "text_id"),
+        "files": {"text_id": ("id.txt", b"not an id", "text/plain")},
+        "field": "text_id",
+    },
 }
 LEGACY_ONLY: dict[str, dict[str, Any]] = {
     "malformed user_id": {"data": {**GOOD_FORM, "user_id": "123"}, "field": "user_id"},
@@ -68,7 +74,7 @@ def assert_clear_error(response: httpx.Response, case: dict[str, Any]) -> None:
     assert 400 <= response.status_code < 500, response.text
     detail = response.json()["detail"]
     if "field" in case:
-        assert response.status_code == 422
+        assert response.status_code == 422, response.text
         assert any(case["field"] in error["loc"] for error in detail), detail
     if "message" in case:
         assert any(case["message"] in error["msg"] for error in detail), detail
