@@ -105,7 +105,6 @@ async def retry_failed_task(
             "action_detail": action_detail("retry", actor, reason),
         },
     )
-    await session.execute(_ACTIONS.requeue_user.clause, {"task_id": task_id})
     return Retried(task_id=task_id, status=entry, stage=STAGE_BY_STATUS[entry])
 
 

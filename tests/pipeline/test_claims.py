@@ -253,7 +253,9 @@ async def test_renewing_without_the_lock_does_not_restamp_the_lease(
         assert await renew_and_read() == (True, True)
 
 
-async def test_the_user_queue_follows_creation_finish_and_deletion(engine: AsyncEngine) -> None:
+async def test_the_user_queue_follows_creation_finish_reopening_and_deletion(
+    engine: AsyncEngine,
+) -> None:
     user = uuid.uuid4()
     await add_tasks(engine, user, 3)
 
@@ -278,6 +280,24 @@ async def test_the_user_queue_follows_creation_finish_and_deletion(engine: Async
             {"u": user},
         )  # fmt: skip
     assert await oldest() is True
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE tasks SET status = 'completed' WHERE user_id = :u"), {"u": user}
+        )
+    assert await oldest() is True
+    # A finished task put back (a retry) makes its user wait again.
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE tasks SET status = 'transcribing' WHERE id = "
+                 "(SELECT id FROM tasks WHERE user_id = :u ORDER BY created_at DESC LIMIT 1)"),
+            {"u": user},
+        )  # fmt: skip
+    assert await oldest() is True
+    async with engine.connect() as connection:
+        assert await connection.scalar(
+            text("SELECT oldest_unfinished_at IS NOT NULL FROM queue_users WHERE user_id = :u"),
+            {"u": user},
+        ) is True  # fmt: skip
     async with engine.begin() as connection:
         await connection.execute(
             text("DELETE FROM tasks WHERE user_id = :u AND status <> 'completed'"), {"u": user}

@@ -30,17 +30,6 @@ SELECT moved.last_event_seq,
                           event_detail => :action_detail)
 FROM moved
 
--- name: requeue_user
--- Put a retried task's user back in the claim's walk over users. The `queue_users`
--- triggers fire only when a task starts or stops being unfinished, not when a finished
--- task becomes unfinished again, so the retry does what the insert trigger does.
-INSERT INTO queue_users AS q (user_id, oldest_unfinished_at)
-SELECT user_id, created_at FROM tasks WHERE id = :task_id
-ON CONFLICT (user_id) DO UPDATE
-    SET oldest_unfinished_at = EXCLUDED.oldest_unfinished_at
-    WHERE q.oldest_unfinished_at IS NULL
-       OR q.oldest_unfinished_at > EXCLUDED.oldest_unfinished_at
-
 -- name: cancel_task
 -- End an unfinished task as failed with :comment, clearing its lease so a worker still
 -- running a stage of it writes nothing more; recorded with :action_detail.
