@@ -272,41 +272,36 @@ async def test_the_user_queue_follows_creation_finish_reopening_and_deletion(
                 {"u": user},
             )
 
+    async def change(statement: str) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text(statement), {"u": user})
+
+    async def queued() -> Any:
+        async with engine.connect() as connection:
+            return await connection.scalar(
+                text("SELECT oldest_unfinished_at FROM queue_users WHERE user_id = :u"),
+                {"u": user},
+            )
+
     assert await oldest() is True
-    async with engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE tasks SET status = 'completed' WHERE id = "
-                 "(SELECT id FROM tasks WHERE user_id = :u ORDER BY created_at LIMIT 1)"),
-            {"u": user},
-        )  # fmt: skip
+    await change(
+        "UPDATE tasks SET status = 'completed' WHERE id = "
+        "(SELECT id FROM tasks WHERE user_id = :u ORDER BY created_at LIMIT 1)"
+    )
     assert await oldest() is True
-    async with engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE tasks SET status = 'completed' WHERE user_id = :u"), {"u": user}
-        )
+    await change("UPDATE tasks SET status = 'completed' WHERE user_id = :u")
     assert await oldest() is True
+    assert await queued() is None
     # A finished task put back (a retry) makes its user wait again.
-    async with engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE tasks SET status = 'transcribing' WHERE id = "
-                 "(SELECT id FROM tasks WHERE user_id = :u ORDER BY created_at DESC LIMIT 1)"),
-            {"u": user},
-        )  # fmt: skip
+    await change(
+        "UPDATE tasks SET status = 'transcribing' WHERE id = "
+        "(SELECT id FROM tasks WHERE user_id = :u ORDER BY created_at DESC LIMIT 1)"
+    )
     assert await oldest() is True
-    async with engine.connect() as connection:
-        assert await connection.scalar(
-            text("SELECT oldest_unfinished_at IS NOT NULL FROM queue_users WHERE user_id = :u"),
-            {"u": user},
-        ) is True  # fmt: skip
-    async with engine.begin() as connection:
-        await connection.execute(
-            text("DELETE FROM tasks WHERE user_id = :u AND status <> 'completed'"), {"u": user}
-        )
+    assert await queued() is not None
+    await change("DELETE FROM tasks WHERE user_id = :u AND status <> 'completed'")
     assert await oldest() is True
-    async with engine.connect() as connection:
-        assert await connection.scalar(
-            text("SELECT oldest_unfinished_at FROM queue_users WHERE user_id = :u"), {"u": user}
-        ) is None  # fmt: skip
+    assert await queued() is None
 
 
 async def test_finished_tasks_cost_the_claim_nothing_under_a_generic_plan(
