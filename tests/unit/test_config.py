@@ -7,17 +7,13 @@ from pathlib import Path
 import pytest
 
 from app.config import ConfigurationError, load_settings
+from tests.environment import clear_manager_environment
 from tests.process import refused_start
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("MANAGER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no developer .env
+    clear_manager_environment(monkeypatch, tmp_path)
 
 
 def develop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,6 @@ at start-up in one line that names it, in debug mode too.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
@@ -15,15 +14,13 @@ import pytest
 
 from app.config import STAGES, ConfigurationError, Settings, load_settings
 from app.main import create_app
+from tests.environment import clear_manager_environment
 from tests.process import refused_start
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("MANAGER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no developer .env
+    clear_manager_environment(monkeypatch, tmp_path)
 
 
 def production_variables(*, without: str | None = None) -> dict[str, str]:

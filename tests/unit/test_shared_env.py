@@ -7,12 +7,12 @@ services, and MANAGER_* names this service does not know, must be ignored, never
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from app.config import ConfigurationError, Settings, load_settings
+from tests.environment import clear_manager_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "deploy" / "ilps" / "shared.env.example"
@@ -65,10 +65,7 @@ ILPS_MANAGER_LINES = {
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("MANAGER_") or name in FOREIGN:
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no developer .env
+    clear_manager_environment(monkeypatch, tmp_path, also=FOREIGN)
 
 
 def write_dotenv(folder: Path, variables: dict[str, str]) -> None:
