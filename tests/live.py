@@ -48,6 +48,14 @@ def live_server(
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **options)
     )
+    loops: list[asyncio.AbstractEventLoop] = []
+    serve = server.serve
+
+    async def serve_noting_the_loop(sockets: list[socket.socket] | None = None) -> None:
+        loops.append(asyncio.get_running_loop())
+        await serve(sockets)
+
+    server.serve = serve_noting_the_loop  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
 
@@ -62,7 +70,18 @@ def live_server(
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-        assert not thread.is_alive(), "the server did not stop"
+        assert not thread.is_alive(), "the server did not stop; its tasks:\n" + _task_stacks(loops)
+
+
+def _task_stacks(loops: list[asyncio.AbstractEventLoop]) -> str:
+    """Where each task of a server that will not stop is waiting, to tell which part hangs."""
+    lines = []
+    for loop in loops:
+        for task in list(asyncio.all_tasks(loop)):
+            frames = task.get_stack(limit=8)
+            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+            lines.append(f"{task.get_name()}: {where}")
+    return "\n".join(lines)
 
 
 @asynccontextmanager
